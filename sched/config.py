@@ -1,0 +1,349 @@
+"""The cluster TOML: nodes, the switch tree, queues and scheduler settings.
+
+`load_config(path)` parses and validates; every problem is reported at once, each with
+its key path (`queues.explore.quota_gpus: must be >= 0`), as a ConfigError.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .hostlist import HostlistError, expand
+from .timefmt import parse_duration
+
+
+class ConfigError(ValueError):
+    """Invalid cluster configuration; `errors` holds one "key.path: message" per problem."""
+
+    def __init__(self, errors: list[str], source: str = "config"):
+        self.errors = errors
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    gpus: int
+    gpu_model: str
+    cpus: int
+    memory_gb: int
+    leaf: str
+    address: str = "localhost"  # where the SSH executor reaches it
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    tier: int = 0  # higher tiers are ordered first (Slurm's PriorityTier)
+    quota_gpus: int | None = None  # None: no quota
+    preemptible: bool = False
+    max_time: int | None = None  # seconds; None: unlimited
+    default_time: int = 3600
+    max_gpus_per_job: int | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    default_queue: str = ""
+    cycle_interval: float = 2.0  # seconds between daemon cycles
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    nodes: tuple[NodeSpec, ...]
+    # switch tree: leaf switch -> its nodes; every other switch -> its child switches
+    leaves: dict[str, tuple[str, ...]]
+    parents: dict[str, str]  # switch -> parent switch (absent for the root(s))
+    queues: dict[str, QueueSpec]
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    executor: str = "local"
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(n.gpus for n in self.nodes)
+
+    @property
+    def max_gpus_per_node(self) -> int:
+        return max(n.gpus for n in self.nodes)
+
+    def node(self, name: str) -> NodeSpec:
+        return self._by_name[name]
+
+    @property
+    def _by_name(self) -> dict[str, NodeSpec]:
+        cache = self.__dict__.get("_by_name_cache")
+        if cache is None:
+            cache = {n.name: n for n in self.nodes}
+            object.__setattr__(self, "_by_name_cache", cache)
+        return cache
+
+    def spine_of(self, leaf: str) -> str | None:
+        return self.parents.get(leaf)
+
+    def default_queue(self) -> QueueSpec:
+        return self.queues[self.scheduler.default_queue]
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, path: str, msg: str) -> None:
+        self.items.append(f"{path}: {msg}")
+
+
+_NODE_KEYS = {"names", "gpus", "gpu_model", "cpus", "memory_gb", "addresses"}
+_QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", "max_gpus_per_job"}
+_SCHED_KEYS = {"default_queue", "cycle_interval"}
+_TOP_KEYS = {"cluster", "nodes", "switches", "queues", "scheduler", "standalone"}
+
+
+def _int(errs: _Errors, path: str, value: Any, minimum: int | None = None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        errs.add(path, f"must be an integer, got {value!r}")
+        return None
+    if minimum is not None and value < minimum:
+        errs.add(path, f"must be >= {minimum}")
+        return None
+    return value
+
+
+def _duration(errs: _Errors, path: str, value: Any) -> int | None:
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError) as e:
+        errs.add(path, str(e))
+        return None
+
+
+def _unknown(errs: _Errors, path: str, table: dict, allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            errs.add(f"{path}.{key}" if path else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([f"cannot read: {e.strerror}"], str(path)) from None
+    return parse_config_text(text, str(path))
+
+
+def parse_config_text(text: str, source: str = "config") -> ClusterConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"malformed TOML: {e}"], source) from None
+    return parse_config(data, source)
+
+
+def parse_config(data: dict, source: str = "config") -> ClusterConfig:
+    errs = _Errors()
+    _unknown(errs, "", data, _TOP_KEYS)
+    cluster = data.get("cluster", {})
+    name = cluster.get("name", "cluster") if isinstance(cluster, dict) else "cluster"
+
+    nodes = _parse_nodes(errs, data.get("nodes"))
+    leaves, parents = _parse_switches(errs, data.get("switches", {}), [n["name"] for n in nodes])
+    queues = _parse_queues(errs, data.get("queues"))
+    sched = _parse_scheduler(errs, data.get("scheduler", {}), queues)
+    executor = "local"
+    standalone = data.get("standalone", {})
+    if isinstance(standalone, dict):
+        _unknown(errs, "standalone", standalone, {"executor"})
+        executor = standalone.get("executor", "local")
+        if executor not in ("local", "ssh"):
+            errs.add("standalone.executor", f"must be 'local' or 'ssh', got {executor!r}")
+
+    if errs.items:
+        raise ConfigError(errs.items, source)
+
+    leaf_of = {n: leaf for leaf, members in leaves.items() for n in members}
+    specs = tuple(
+        NodeSpec(
+            name=n["name"],
+            gpus=n["gpus"],
+            gpu_model=n["gpu_model"],
+            cpus=n["cpus"],
+            memory_gb=n["memory_gb"],
+            leaf=leaf_of[n["name"]],
+            address=n["address"],
+        )
+        for n in nodes
+    )
+    return ClusterConfig(
+        name=str(name),
+        nodes=specs,
+        leaves=leaves,
+        parents=parents,
+        queues=queues,
+        scheduler=sched,
+        executor=executor,
+        raw=data,
+    )
+
+
+def _parse_nodes(errs: _Errors, groups: Any) -> list[dict]:
+    if not isinstance(groups, list) or not groups:
+        errs.add("nodes", "at least one [[nodes]] group is required")
+        return []
+    out: list[dict] = []
+    seen: set[str] = set()
+    for i, g in enumerate(groups):
+        path = f"nodes[{i}]"
+        if not isinstance(g, dict):
+            errs.add(path, "must be a table")
+            continue
+        _unknown(errs, path, g, _NODE_KEYS)
+        try:
+            names = expand(str(g.get("names", "")))
+        except HostlistError as e:
+            errs.add(f"{path}.names", str(e))
+            continue
+        if not names:
+            errs.add(f"{path}.names", "required (e.g. \"node[01-16]\")")
+            continue
+        gpus = _int(errs, f"{path}.gpus", g.get("gpus", 8), 0)
+        cpus = _int(errs, f"{path}.cpus", g.get("cpus", 112), 1)
+        mem = _int(errs, f"{path}.memory_gb", g.get("memory_gb", 2048), 1)
+        addresses = ["localhost"] * len(names)
+        if "addresses" in g:
+            try:
+                addresses = expand(str(g["addresses"]))
+            except HostlistError as e:
+                errs.add(f"{path}.addresses", str(e))
+            if len(addresses) != len(names):
+                errs.add(f"{path}.addresses", f"lists {len(addresses)} addresses for {len(names)} nodes")
+                addresses = ["localhost"] * len(names)
+        for name, addr in zip(names, addresses):
+            if name in seen:
+                errs.add(f"{path}.names", f"node {name} is defined twice")
+                continue
+            seen.add(name)
+            out.append(
+                dict(name=name, gpus=gpus or 0, gpu_model=str(g.get("gpu_model", "GPU")),
+                     cpus=cpus or 1, memory_gb=mem or 1, address=addr)
+            )
+    return out
+
+
+def _parse_switches(errs: _Errors, table: Any, node_names: list[str]):
+    leaves: dict[str, tuple[str, ...]] = {}
+    parents: dict[str, str] = {}
+    if not isinstance(table, dict):
+        errs.add("switches", "must be a table of switches")
+        return leaves, parents
+    if not table:  # no tree given: the whole cluster hangs off one switch
+        return ({"leaf1": tuple(node_names)} if node_names else {}), {}
+    known = set(node_names)
+    owner: dict[str, str] = {}
+    children: dict[str, list[str]] = {}
+    for sw, spec in table.items():
+        path = f"switches.{sw}"
+        if not isinstance(spec, dict):
+            errs.add(path, "must be a table with 'nodes' or 'switches'")
+            continue
+        _unknown(errs, path, spec, {"nodes", "switches"})
+        if ("nodes" in spec) == ("switches" in spec):
+            errs.add(path, "needs exactly one of 'nodes' (a leaf switch) or 'switches' (a spine)")
+            continue
+        key = "nodes" if "nodes" in spec else "switches"
+        try:
+            members = expand(str(spec[key]))
+        except HostlistError as e:
+            errs.add(f"{path}.{key}", str(e))
+            continue
+        if key == "nodes":
+            for n in members:
+                if n not in known:
+                    errs.add(f"{path}.nodes", f"unknown node {n}")
+                elif n in owner:
+                    errs.add(f"{path}.nodes", f"node {n} is already under switch {owner[n]}")
+                else:
+                    owner[n] = sw
+            leaves[sw] = tuple(n for n in members if owner.get(n) == sw)
+        else:
+            children[sw] = members
+    for sw, kids in children.items():
+        for kid in kids:
+            if kid not in table:
+                errs.add(f"switches.{sw}.switches", f"unknown switch {kid}")
+            elif kid in parents:
+                errs.add(f"switches.{sw}.switches", f"switch {kid} already has parent {parents[kid]}")
+            else:
+                parents[kid] = sw
+    for sw in table:  # a cycle would make "fewest leaves under one spine" meaningless
+        seen, cur = set(), sw
+        while cur in parents:
+            if cur in seen:
+                errs.add(f"switches.{sw}", "the switch tree has a cycle")
+                break
+            seen.add(cur)
+            cur = parents[cur]
+    missing = [n for n in node_names if n not in owner]
+    if missing:
+        errs.add("switches", f"{len(missing)} node(s) under no leaf switch, e.g. {missing[0]}")
+    return leaves, parents
+
+
+def _parse_queues(errs: _Errors, table: Any) -> dict[str, QueueSpec]:
+    if not isinstance(table, dict) or not table:
+        errs.add("queues", "at least one [queues.NAME] table is required")
+        return {}
+    out: dict[str, QueueSpec] = {}
+    for qname, q in table.items():
+        path = f"queues.{qname}"
+        if not isinstance(q, dict):
+            errs.add(path, "must be a table")
+            continue
+        _unknown(errs, path, q, _QUEUE_KEYS)
+        tier = _int(errs, f"{path}.tier", q.get("tier", 0), 0)
+        quota = None
+        if "quota_gpus" in q:
+            quota = _int(errs, f"{path}.quota_gpus", q["quota_gpus"], 0)
+        max_gpus = None
+        if "max_gpus_per_job" in q:
+            max_gpus = _int(errs, f"{path}.max_gpus_per_job", q["max_gpus_per_job"], 1)
+        pre = q.get("preemptible", False)
+        if not isinstance(pre, bool):
+            errs.add(f"{path}.preemptible", "must be true or false")
+            pre = False
+        max_time = _duration(errs, f"{path}.max_time", q["max_time"]) if "max_time" in q else None
+        default_time = _duration(errs, f"{path}.default_time", q.get("default_time", "1:00:00"))
+        if max_time is not None and default_time is not None and default_time > max_time:
+            errs.add(f"{path}.default_time", "must not exceed max_time")
+        out[qname] = QueueSpec(
+            name=qname, tier=tier or 0, quota_gpus=quota, preemptible=pre, max_time=max_time,
+            default_time=default_time or 3600, max_gpus_per_job=max_gpus,
+        )
+    return out
+
+
+def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) -> SchedulerSettings:
+    if not isinstance(table, dict):
+        errs.add("scheduler", "must be a table")
+        return SchedulerSettings()
+    _unknown(errs, "scheduler", table, _SCHED_KEYS)
+    default_queue = table.get("default_queue")
+    if default_queue is None:
+        default_queue = min(queues.values(), key=lambda q: (q.tier, q.name)).name if queues else ""
+    elif queues and default_queue not in queues:
+        errs.add("scheduler.default_queue", f"unknown queue {default_queue!r}")
+    interval = table.get("cycle_interval", 2.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+        errs.add("scheduler.cycle_interval", "must be a positive number of seconds")
+        interval = 2.0
+    return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval))
