@@ -77,6 +77,15 @@ class ClusterConfig:
     def max_gpus_per_node(self) -> int:
         return max(n.gpus for n in self.nodes)
 
+    def nodes_with_at_least(self, gpus: int) -> int:
+        """How many nodes have >= `gpus` GPUs in total (free or not)."""
+        table = self.__dict__.get("_at_least_cache")
+        if table is None:
+            top = max((n.gpus for n in self.nodes), default=0)
+            table = [sum(1 for n in self.nodes if n.gpus >= g) for g in range(top + 1)]
+            object.__setattr__(self, "_at_least_cache", table)
+        return table[gpus] if gpus < len(table) else 0
+
     def node(self, name: str) -> NodeSpec:
         return self._by_name[name]
 

@@ -1,0 +1,126 @@
+"""Topology-aware best-fit placement of one gang onto IB leaf groups.
+
+Rules, in order:
+  1. all or nothing: N distinct nodes, each with G free GPUs, or no placement;
+  2. fewest leaf switches: one leaf if any leaf can hold the gang, else the fewest leaves
+     under one spine, else the fewest leaves anywhere;
+  3. best fit: among equally few leaves, the tightest set (least capacity left over), so
+     whole leaves stay free for the next big gang;
+  4. sub-node jobs go to the node with the fewest free GPUs that still fits (pack partly
+     used nodes; keep idle nodes idle), in the leaf with the fewest idle nodes;
+  5. node index breaks every remaining tie, so placement is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .capacity import Capacity
+
+Picks = list[tuple[int, int]]  # (node index, GPUs on it), rank order
+
+
+@dataclass(frozen=True, slots=True)
+class NoFit:
+    reason: str
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def find_placement(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None) -> Picks | NoFit:
+    have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
+    if have < num_nodes:
+        return NoFit(
+            f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available"
+        )
+    if num_nodes == 1:
+        return _place_one(cap, gpus)
+    return _place_gang(cap, num_nodes, gpus, max_leaves)
+
+
+def _place_one(cap: Capacity, gpus: int) -> Picks:
+    at_least, top = cap.at_least, cap.max_gpus
+    for f in range(gpus, top + 1):  # tightest free count first
+        if at_least[f] - at_least[f + 1] == 0:
+            continue
+        best_leaf, best_key = -1, None
+        for l, row in enumerate(cap.leaf_at_least):
+            if row[f] - row[f + 1] > 0:
+                key = (row[top], l)  # fewest idle nodes: don't break into a free leaf
+                if best_key is None or key < best_key:
+                    best_leaf, best_key = l, key
+        for i in cap.leaf_nodes[best_leaf]:
+            if cap.up[i] and cap.free[i] == f:
+                return [(i, gpus)]
+    raise AssertionError("counters say a node fits but none was found")  # pragma: no cover
+
+
+def _cover(leaves: list[int], counts: list[int], need: int) -> tuple[int, int, list[int]] | None:
+    """Fewest leaves whose fitting nodes add up to `need`; the last one chosen best-fit.
+
+    Returns (leaves used, spare nodes, leaves) or None when the group cannot hold the gang.
+    """
+    by_size = sorted(leaves, key=lambda l: (-counts[l], l))
+    chosen, total = [], 0
+    for l in by_size:
+        if total >= need:
+            break
+        if counts[l] == 0:
+            break
+        chosen.append(l)
+        total += counts[l]
+    if total < need:
+        return None
+    # Swap the last (smallest) leaf for the tightest one that still covers the remainder.
+    rest = need - (total - counts[chosen[-1]])
+    used = set(chosen[:-1])
+    last = min((l for l in leaves if l not in used and counts[l] >= rest), key=lambda l: (counts[l], l))
+    chosen[-1] = last
+    spare = sum(counts[l] for l in chosen) - need
+    return len(chosen), spare, chosen
+
+
+def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None) -> Picks | NoFit:
+    counts = [row[gpus] for row in cap.leaf_at_least]
+
+    # One leaf, tightest fit.
+    single = [l for l, c in enumerate(counts) if c >= num_nodes]
+    if single:
+        leaf = min(single, key=lambda l: (counts[l], l))
+        return _take_nodes(cap, [leaf], num_nodes, gpus)
+
+    # Fewest leaves under one spine, then anywhere.
+    best = None
+    for group in cap.spine_groups:
+        found = _cover(group, counts, num_nodes)
+        if found and (best is None or found[:2] < best[:2]):
+            best = found
+    if best is None:
+        best = _cover(list(range(len(counts))), counts, num_nodes)
+    assert best is not None  # at_least[gpus] >= num_nodes guarantees a cover
+    n_leaves, _, leaves = best
+    if max_leaves is not None and n_leaves > max_leaves:
+        top = max(range(len(counts)), key=lambda l: (counts[l], -l))
+        return NoFit(
+            f"Topology: needs {num_nodes} nodes within {_plural(max_leaves, 'leaf')}; "
+            f"best leaf {cap.leaf_names[top]} has {counts[top]} free"
+        )
+    return _take_nodes(cap, leaves, num_nodes, gpus)
+
+
+def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int) -> Picks:
+    """Fill the chosen leaves largest first; inside a leaf take the tightest nodes."""
+    picks: Picks = []
+    need = num_nodes
+    for l in sorted(leaves, key=lambda l: (-cap.leaf_at_least[l][gpus], l)):
+        fitting = [i for i in cap.leaf_nodes[l] if cap.up[i] and cap.free[i] >= gpus]
+        fitting.sort(key=lambda i: (cap.free[i], i))
+        take = fitting[:need]
+        picks.extend((i, gpus) for i in take)
+        need -= len(take)
+        if need == 0:
+            break
+    picks.sort(key=lambda p: (cap.leaf_of[p[0]], p[0]))  # ranks grouped by leaf
+    return picks
