@@ -55,6 +55,9 @@ class QueueSpec:
 class SchedulerSettings:
     default_queue: str = ""
     cycle_interval: float = 2.0  # seconds between daemon cycles
+    # Policy toggles (the simulator compares them side by side):
+    backfill: bool = True  # False: strict priority order, the first blocked job blocks all after it
+    topology_aware: bool = True  # False: first fit by node order, leaves ignored
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class _Errors:
 
 _NODE_KEYS = {"names", "gpus", "gpu_model", "cpus", "memory_gb", "addresses"}
 _QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", "max_gpus_per_job"}
-_SCHED_KEYS = {"default_queue", "cycle_interval"}
+_SCHED_KEYS = {"default_queue", "cycle_interval", "backfill", "topology_aware"}
 _TOP_KEYS = {"cluster", "nodes", "switches", "queues", "scheduler", "standalone"}
 
 
@@ -355,4 +358,11 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
         errs.add("scheduler.cycle_interval", "must be a positive number of seconds")
         interval = 2.0
-    return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval))
+    toggles = {}
+    for key in ("backfill", "topology_aware"):
+        value = table.get(key, True)
+        if not isinstance(value, bool):
+            errs.add(f"scheduler.{key}", "must be true or false")
+            value = True
+        toggles[key] = value
+    return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval), **toggles)

@@ -29,15 +29,30 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def find_placement(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None) -> Picks | NoFit:
+def find_placement(
+    cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None, topology_aware: bool = True
+) -> Picks | NoFit:
     have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
     if have < num_nodes:
         return NoFit(
             f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available"
         )
+    if not topology_aware:
+        return _first_fit(cap, num_nodes, gpus)
     if num_nodes == 1:
         return _place_one(cap, gpus)
     return _place_gang(cap, num_nodes, gpus, max_leaves)
+
+
+def _first_fit(cap: Capacity, num_nodes: int, gpus: int) -> Picks:
+    """The baseline the simulator compares against: lowest node indexes that fit."""
+    picks = []
+    for i in range(len(cap.free)):
+        if cap.up[i] and cap.free[i] >= gpus:
+            picks.append((i, gpus))
+            if len(picks) == num_nodes:
+                break
+    return picks
 
 
 def _place_one(cap: Capacity, gpus: int) -> Picks:

@@ -7,6 +7,7 @@ config always give the same decisions. The phases:
   2. Order pending jobs (order.py): tier, priority, submit time, id.
   3. Admit in that order: validate the request, then find an all-or-nothing,
      topology-aware placement (place.py); a gang that fits starts whole in this cycle.
+     Without backfill the first job that cannot start blocks every job after it.
   4. Every job that does not start gets a pending reason.
 """
 
@@ -54,8 +55,13 @@ def schedule(snapshot: Snapshot, config: ClusterConfig, now: float) -> Decisions
 
     # Phase 3: admission. Capacity only shrinks during the cycle, so once a shape
     # (nodes, GPUs, max leaves) fails, every later job of that shape fails too.
+    settings = config.scheduler
     failed_shapes: dict[tuple, str] = {}
+    blocker: int | None = None
     for job in queue:
+        if blocker is not None:
+            decisions.pending_reasons[job.id] = f"Priority: waiting behind job {blocker}"
+            continue
         invalid = validate_job(job, config)
         if invalid:
             decisions.pending_reasons[job.id] = invalid
@@ -63,7 +69,7 @@ def schedule(snapshot: Snapshot, config: ClusterConfig, now: float) -> Decisions
         shape = (job.num_nodes, job.gpus_per_node, job.max_leaves)
         reason = failed_shapes.get(shape)
         if reason is None:
-            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves)
+            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, settings.topology_aware)
             if isinstance(picks, NoFit):
                 reason = failed_shapes[shape] = picks.reason
             else:
@@ -72,4 +78,6 @@ def schedule(snapshot: Snapshot, config: ClusterConfig, now: float) -> Decisions
                 continue
         # Phase 4: say why.
         decisions.pending_reasons[job.id] = reason
+        if not settings.backfill:
+            blocker = job.id
     return decisions

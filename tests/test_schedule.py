@@ -147,3 +147,23 @@ def test_rank_order_is_grouped_by_leaf():
     d = schedule(snapshot([job(1).nodes(6)], [busy(900, "n01")]), CLUSTER, now=0)
     leaves = [LEAF[a.node] for a in d.starts[0].placement]
     assert leaves == sorted(leaves)
+
+
+def test_without_backfill_the_first_blocked_job_blocks_the_rest():
+    from dataclasses import replace
+
+    fifo = replace(CLUSTER, scheduler=replace(CLUSTER.scheduler, backfill=False))
+    running = [busy(900 + i, f"n{i:02d}") for i in range(1, 14)]
+    pend = [job(1).nodes(4), job(2).gpus(1)]
+    assert [s.job_id for s in schedule(snapshot(pend, running), CLUSTER, 0).starts] == [2]
+    d = schedule(snapshot(pend, running), fifo, 0)
+    assert d.starts == [] and d.pending_reasons[2] == "Priority: waiting behind job 1"
+
+
+def test_without_topology_awareness_first_fit_by_node_order():
+    from dataclasses import replace
+
+    flat = replace(CLUSTER, scheduler=replace(CLUSTER.scheduler, topology_aware=False))
+    running = [busy(900, "n01"), busy(901, "n05")]
+    d = schedule(snapshot([job(1).nodes(4)], running), flat, 0)
+    assert [a.node for a in d.starts[0].placement] == ["n02", "n03", "n04", "n06"]
