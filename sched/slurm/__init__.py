@@ -1,0 +1,1 @@
+"""Slurm integration: rendering Slurm's configuration from the cluster TOML."""
