@@ -74,7 +74,7 @@ def compress(names: list[str]) -> str:
             out.append(name)
             continue
         prefix, digits = m.group(1), m.group(2)
-        width = len(digits) if digits.startswith("0") and len(digits) > 1 else 0
+        width = len(digits)  # keeps names exact: node09 and node10 share width 2, n9 and n10 do not
         for g in groups:
             if g[0] == prefix and g[1] == width:
                 g[2].append(int(digits))

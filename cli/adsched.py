@@ -1,0 +1,146 @@
+"""adsched: the admins' command — set up state, check configs, run the daemon."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from adsched.config import ConfigError, load_config
+from adsched.daemon import CycleReport, Daemon
+from adsched.demo import run_demo
+from adsched.errors import InvalidRequest
+from adsched.hostlist import compress
+from adsched.executors.local import LocalExecutor
+from adsched.store import Store
+
+from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="adsched")
+def main():
+    """adsched: a GPU batch scheduler for AI-training clusters (admin commands)."""
+
+
+@main.command()
+@state_option
+@click.option("--cluster", "cluster_path", required=True, type=click.Path(dir_okay=False),
+              help="The cluster TOML (nodes, switches, queues).")
+@library_errors
+def init(state_dir, cluster_path):
+    """Create the state directory and store for a cluster (re-run to load a changed config)."""
+    try:
+        text = Path(cluster_path).read_text()
+    except OSError as e:
+        raise InvalidRequest(f"{cluster_path}: cannot read: {e.strerror}") from None
+    try:
+        store = Store.init(state_dir, text)
+    except ConfigError as e:
+        e.source = cluster_path
+        raise
+    c = store.config
+    click.echo(f"Initialised {state_dir}: cluster {c.name}, {len(c.nodes)} nodes, {c.total_gpus} GPUs, "
+               f"{len(c.leaves)} leaves, queues {', '.join(c.queues)}")
+
+
+@main.command()
+@state_option
+@click.option("--once", is_flag=True, help="Run one cycle and exit.")
+@click.option("--until-idle", is_flag=True, help="Exit when no job is pending or running.")
+@click.option("--max-seconds", type=float, default=None, help="Exit after this long.")
+@click.option("-v", "--verbose", is_flag=True, help="Print a line for each cycle that changed something.")
+@library_errors
+def run(state_dir, once, until_idle, max_seconds, verbose):
+    """Run the scheduler daemon: cycles of reap -> schedule -> start, with the local executor."""
+    store = Store(state_dir)
+
+    def show(r: CycleReport):
+        if verbose and (r.started or r.ended):
+            click.echo(f"{time.strftime('%H:%M:%S')} started={r.started} ended={r.ended} "
+                       f"pending={r.pending} running={r.running}")
+
+    Daemon(store, LocalExecutor(state_dir)).run(once=once, until_idle=until_idle, max_seconds=max_seconds,
+                                                 on_cycle=show)
+
+
+@main.group()
+def config():
+    """Cluster configuration commands."""
+
+
+@config.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+@json_option
+@library_errors
+def config_check(path, as_json):
+    """Validate a cluster TOML; every error is listed with its key path (exit 2)."""
+    c = load_config(path)
+    summary = {"cluster": c.name, "nodes": len(c.nodes), "gpus": c.total_gpus, "leaves": len(c.leaves),
+               "queues": list(c.queues)}
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"{path}: OK — {summary['nodes']} nodes, {summary['gpus']} GPUs, {summary['leaves']} leaves, "
+                   f"queues {', '.join(summary['queues'])}")
+
+
+@main.command()
+@state_option
+@json_option
+@library_errors
+def nodes(state_dir, as_json):
+    """List nodes with their leaf switch, state and GPUs in use (like sinfo -N)."""
+    rows = Store(state_dir).nodes()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["NODE", "LEAF", "STATE", "GPUS", "USED", "MODEL", "JOBS"],
+                [[n["name"], n["leaf"], n["state"] + (f" ({n['reason']})" if n["reason"] else ""), n["gpus"],
+                  n["gpus_used"], n["gpu_model"], ",".join(map(str, n["jobs"])) or "-"] for n in rows])
+
+
+def _where(job, config) -> str:
+    """node[05-08] for whole nodes, node02:gpu2,3 for a share of one."""
+    if not job.allocations:
+        return "-"
+    nodes = [a["node"] for a in job.allocations]
+    if all(len(a["gpus"]) == config.node(a["node"]).gpus for a in job.allocations):
+        return compress(nodes)
+    return " ".join(f"{a['node']}:gpu{','.join(map(str, a['gpus']))}" for a in job.allocations)
+
+
+@main.command()
+@click.option("--state", "state_dir", default="./demo-state", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo keeps its store and job output (wiped first).")
+@json_option
+@library_errors
+def demo(state_dir, as_json):
+    """Run the embedded default: the 16-node demo cluster, a mixed workload, the daemon until all end."""
+    t0 = time.time()
+
+    def progress(r: CycleReport):
+        if not as_json and (r.started or r.ended):
+            click.echo(f"[{time.time() - t0:5.1f}s] started {r.started or '-'}  ended {r.ended or '-'}  "
+                       f"pending {r.pending}  running {r.running}", err=True)
+
+    jobs = run_demo(state_dir, on_cycle=progress)
+    store = Store(state_dir)
+    leaf = {n.name: n.leaf for n in store.config.nodes}
+    if as_json:
+        print_json([j.to_dict() for j in jobs])
+        return
+    rows = []
+    for j in jobs:
+        placed = sorted({a["node"] for a in j.allocations})
+        rows.append([j.id, j.name, j.queue, f"{j.num_nodes}x{j.gpus_per_node}", j.state,
+                     f"{j.start_time - j.submit_time:.1f}s" if j.start_time else "-",
+                     _where(j, store.config),
+                     ",".join(sorted({leaf[n] for n in placed})) or "-"])
+    print_table(["JOBID", "NAME", "QUEUE", "SHAPE", "STATE", "WAIT", "RAN ON", "LEAVES"], rows)
+    click.echo(f"\nstate and job output in {state_dir}; try: adsub queue -a --state {state_dir}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,62 @@
+"""What every command shares: the state dir option, error mapping, tables and --json."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from adsched.config import ConfigError
+from adsched.errors import AdschedError
+
+
+class CommandError(click.ClickException):
+    """A library error as one line; bad input exits 2 (like a usage error), the rest 1."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def library_errors(fn):
+    """Library errors become one clear line and an exit status, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as e:
+            raise CommandError(f"{e.source}:\n  " + "\n  ".join(e.errors), 2) from None
+        except AdschedError as e:
+            raise CommandError(str(e), e.exit_code) from None
+
+    return wrapper
+
+
+def default_state_dir() -> str:
+    return os.environ.get("ADSCHED_STATE") or str(Path.home() / ".adsched")
+
+
+state_option = click.option(
+    "--state", "state_dir", default=default_state_dir, show_default="$ADSCHED_STATE or ~/.adsched",
+    type=click.Path(file_okay=False), help="State directory (SQLite store, job output).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def print_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def print_table(headers: list[str], rows: list[list], file=None) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    out = file or sys.stdout
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
+    click.echo(line, file=out)
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)

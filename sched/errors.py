@@ -1,0 +1,17 @@
+"""Errors the library raises for the shells (CLI, daemon) to turn into one clear line."""
+
+
+class AdschedError(Exception):
+    """Something the user can fix or needs to know; never a bug."""
+
+    exit_code = 1
+
+
+class InvalidRequest(AdschedError):
+    """Bad input (a job request, a config, an argument): nothing was written."""
+
+    exit_code = 2
+
+
+class NotFound(AdschedError):
+    exit_code = 1

@@ -1,0 +1,405 @@
+"""Standalone state in SQLite (through sqlite-utils): jobs, nodes, allocations, events.
+
+WAL mode so the daemon and many `adsub` processes share one file; every state
+transition runs in one `BEGIN IMMEDIATE` transaction (writers queue on the lock instead
+of failing, and job ids come from AUTOINCREMENT inside it, so they are unique under
+concurrent submitters). `events` is append-only: the history of every job.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import sqlite_utils
+
+from .config import ClusterConfig, ConfigError, parse_config_text
+from .errors import InvalidRequest, NotFound
+from .model import Job, NodeAlloc, RunningJob, Snapshot
+from .schedule import validate_job
+from .timefmt import parse_duration
+
+PENDING, RUNNING = "PENDING", "RUNNING"
+COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED, TIMEOUT)
+ACTIVE_STATES = (PENDING, RUNNING)
+
+# Each entry migrates the schema from version i to i+1 (PRAGMA user_version).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL, user TEXT NOT NULL, queue TEXT NOT NULL,
+        num_nodes INTEGER NOT NULL, gpus_per_node INTEGER NOT NULL,
+        time_limit INTEGER NOT NULL, priority INTEGER NOT NULL DEFAULT 0, max_leaves INTEGER,
+        command TEXT NOT NULL, workdir TEXT NOT NULL, env TEXT NOT NULL DEFAULT '{}',
+        state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+        submit_time REAL NOT NULL, start_time REAL, end_time REAL, exit_code INTEGER,
+        nodelist TEXT NOT NULL DEFAULT '', restart_count INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_state ON jobs(state);
+    CREATE TABLE allocations (
+        job_id INTEGER NOT NULL REFERENCES jobs(id), rank INTEGER NOT NULL,
+        node TEXT NOT NULL, gpus TEXT NOT NULL, pid INTEGER,
+        PRIMARY KEY (job_id, rank)
+    );
+    CREATE TABLE nodes (name TEXT PRIMARY KEY, state TEXT NOT NULL DEFAULT 'up', reason TEXT NOT NULL DEFAULT '');
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, job_id INTEGER,
+        kind TEXT NOT NULL, data TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX events_job ON events(job_id);
+    """,
+]
+
+
+@dataclass
+class JobRequest:
+    """What a user asks for; `submit` turns it into a PENDING job or an InvalidRequest."""
+
+    command: list[str]
+    nodes: int = 1
+    gpus_per_node: int | None = None  # whole-node share per rank; default: all GPUs of a node
+    gpus: int | None = None  # sub-node: total GPUs on one node (exclusive with gpus_per_node)
+    queue: str | None = None
+    time: str | None = None  # Slurm format
+    name: str | None = None
+    user: str = "user"
+    priority: int = 0
+    max_leaves: int | None = None
+    workdir: str = "."
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord:
+    id: int
+    name: str
+    user: str
+    queue: str
+    num_nodes: int
+    gpus_per_node: int
+    time_limit: int
+    priority: int
+    max_leaves: int | None
+    command: list[str]
+    workdir: str
+    env: dict
+    state: str
+    reason: str
+    submit_time: float
+    start_time: float | None
+    end_time: float | None
+    exit_code: int | None
+    nodelist: str
+    restart_count: int
+    cancel_requested: bool
+    allocations: list[dict] = field(default_factory=list)
+
+    def as_job(self) -> Job:
+        return Job(
+            id=self.id, queue=self.queue, num_nodes=self.num_nodes, gpus_per_node=self.gpus_per_node,
+            time_limit=self.time_limit, submit_time=self.submit_time, user=self.user, name=self.name,
+            priority=self.priority, max_leaves=self.max_leaves,
+        )
+
+    def placement(self) -> tuple[NodeAlloc, ...]:
+        return tuple(NodeAlloc(a["node"], tuple(a["gpus"])) for a in sorted(self.allocations, key=lambda a: a["rank"]))
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["cancel_requested"] = bool(d["cancel_requested"])
+        return d
+
+
+def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
+    row = dict(row)
+    row["command"] = json.loads(row["command"])
+    row["env"] = json.loads(row["env"])
+    row["cancel_requested"] = bool(row["cancel_requested"])
+    return JobRecord(**row, allocations=allocs or [])
+
+
+class Store:
+    DB_NAME = "adsched.sqlite"
+    CONFIG_NAME = "cluster.toml"
+
+    def __init__(self, state_dir: str | Path, conn: sqlite3.Connection | None = None):
+        self.state_dir = Path(state_dir)
+        if conn is None:
+            db_path = self.state_dir / self.DB_NAME
+            if not db_path.exists():
+                raise NotFound(f"no adsched state in {self.state_dir} (run `adsched init` first)")
+            conn = sqlite3.connect(db_path, timeout=30)
+        self.db = sqlite_utils.Database(conn)
+        self.conn = self.db.conn
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self._migrate()
+        self._config: ClusterConfig | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, state_dir: str | Path, cluster_toml: str, memory: bool = False) -> "Store":
+        """Create (or re-point) a state dir at a validated cluster config."""
+        config = parse_config_text(cluster_toml, "cluster config")  # raises ConfigError
+        state_dir = Path(state_dir)
+        if memory:
+            store = cls(state_dir, sqlite3.connect(":memory:"))
+        else:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(state_dir / cls.DB_NAME, timeout=30)
+            conn.execute("PRAGMA journal_mode = WAL")
+            store = cls(state_dir, conn)
+        with store.transaction():
+            store.db["meta"].upsert({"key": "cluster_toml", "value": cluster_toml}, pk="key")
+            for node in config.nodes:
+                store.conn.execute("INSERT OR IGNORE INTO nodes(name) VALUES (?)", (node.name,))
+            store._event(None, "init", {"cluster": config.name, "nodes": len(config.nodes)}, 0.0)
+        store._config = config
+        return store
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        for i in range(version, len(MIGRATIONS)):
+            with self.transaction():
+                for stmt in MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version = {i + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @property
+    def config(self) -> ClusterConfig:
+        if self._config is None:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'cluster_toml'").fetchone()
+            if row is None:
+                raise NotFound("state has no cluster config (run `adsched init`)")
+            self._config = parse_config_text(row[0], str(self.state_dir / self.CONFIG_NAME))
+        return self._config
+
+    def _event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
+        self.conn.execute(
+            "INSERT INTO events(time, job_id, kind, data) VALUES (?, ?, ?, ?)",
+            (now, job_id, kind, json.dumps(data, sort_keys=True)),
+        )
+
+    # --- users ---------------------------------------------------------------------------
+
+    def build_job(self, req: JobRequest, now: float, job_id: int = 0) -> Job:
+        """Validate a request against the cluster; raises InvalidRequest with one clear line."""
+        config = self.config
+        if not req.command or not any(part.strip() for part in req.command):
+            raise InvalidRequest("no command given (put it after `--`, or use a job file)")
+        queue_name = req.queue or config.scheduler.default_queue
+        queue = config.queues.get(queue_name)
+        if queue is None:
+            raise InvalidRequest(f"unknown queue {queue_name!r} (queues: {', '.join(config.queues)})")
+        if req.gpus is not None and req.gpus_per_node is not None:
+            raise InvalidRequest("use --gpus (sub-node) or --gpus-per-node, not both")
+        if req.nodes is None or req.nodes < 1:
+            raise InvalidRequest(f"--nodes must be >= 1, got {req.nodes}")
+        if req.gpus is not None:
+            if req.gpus < 1:
+                raise InvalidRequest(f"--gpus must be >= 1, got {req.gpus}")
+            if req.nodes != 1:
+                raise InvalidRequest("--gpus asks for GPUs on one node; for several nodes use --gpus-per-node")
+            gpn = req.gpus
+        elif req.gpus_per_node is not None:
+            if req.gpus_per_node < 1:
+                raise InvalidRequest(f"--gpus-per-node must be >= 1, got {req.gpus_per_node}")
+            gpn = req.gpus_per_node
+        else:
+            gpn = config.max_gpus_per_node
+        if req.time is not None:
+            try:
+                time_limit = parse_duration(req.time)
+            except ValueError as e:
+                raise InvalidRequest(f"--time: {e}") from None
+            if time_limit <= 0:
+                raise InvalidRequest("--time must be positive")
+        else:
+            time_limit = queue.default_time
+        job = Job(
+            id=job_id, queue=queue_name, num_nodes=req.nodes, gpus_per_node=gpn, time_limit=time_limit,
+            submit_time=now, user=req.user, name=req.name or req.command[0].rsplit("/", 1)[-1],
+            priority=req.priority, max_leaves=req.max_leaves,
+        )
+        problem = validate_job(job, config)
+        if problem:
+            raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith("InvalidRequest") else problem)
+        return job
+
+    def submit(self, req: JobRequest, now: float) -> int:
+        job = self.build_job(req, now)
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO jobs(name, user, queue, num_nodes, gpus_per_node, time_limit, priority, max_leaves,"
+                " command, workdir, env, state, submit_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (job.name, job.user, job.queue, job.num_nodes, job.gpus_per_node, job.time_limit, job.priority,
+                 job.max_leaves, json.dumps(req.command), req.workdir, json.dumps(req.env), PENDING, now),
+            )
+            job_id = cur.lastrowid
+            self._event(job_id, "submit", {"queue": job.queue, "nodes": job.num_nodes,
+                                           "gpus_per_node": job.gpus_per_node}, now)
+        return job_id
+
+    def cancel(self, job_id: int, now: float) -> str:
+        """Cancel a job: a pending one at once, a running one by asking the daemon to stop its ranks."""
+        with self.transaction():
+            row = self.conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id}")
+            state = row[0]
+            if state == PENDING:
+                self.conn.execute(
+                    "UPDATE jobs SET state = ?, reason = 'cancelled by user', end_time = ? WHERE id = ?",
+                    (CANCELLED, now, job_id),
+                )
+                self._event(job_id, "cancel", {"was": PENDING}, now)
+                return CANCELLED
+            if state == RUNNING:
+                self.conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+                self._event(job_id, "cancel_requested", {}, now)
+                return "CANCELLING"
+            raise InvalidRequest(f"job {job_id} already ended ({state})")
+
+    def job(self, job_id: int) -> JobRecord:
+        rows = list(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]))
+        if not rows:
+            raise NotFound(f"no job {job_id}")
+        return _record(rows[0], self._allocations([job_id]).get(job_id, []))
+
+    def jobs(self, states: tuple[str, ...] | None = None, user: str | None = None,
+             queue: str | None = None) -> list[JobRecord]:
+        where, params = [], []
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params += list(states)
+        if user:
+            where.append("user = ?")
+            params.append(user)
+        if queue:
+            where.append("queue = ?")
+            params.append(queue)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        rows = list(self.db.query(sql, params))
+        allocs = self._allocations([r["id"] for r in rows if r["state"] != PENDING])
+        return [_record(r, allocs.get(r["id"], [])) for r in rows]
+
+    def _allocations(self, job_ids: list[int]) -> dict[int, list[dict]]:
+        out: dict[int, list[dict]] = {}
+        if not job_ids:
+            return out
+        for chunk in range(0, len(job_ids), 500):
+            ids = job_ids[chunk : chunk + 500]
+            for a in self.db.query(
+                f"SELECT * FROM allocations WHERE job_id IN ({','.join('?' * len(ids))}) ORDER BY job_id, rank", ids
+            ):
+                a = dict(a)
+                a["gpus"] = [int(g) for g in a["gpus"].split(",") if g]
+                out.setdefault(a["job_id"], []).append(a)
+        return out
+
+    def events(self, job_id: int | None = None) -> list[dict]:
+        if job_id is None:
+            rows = self.db.query("SELECT * FROM events ORDER BY id")
+        else:
+            rows = self.db.query("SELECT * FROM events WHERE job_id = ? ORDER BY id", [job_id])
+        return [dict(r, data=json.loads(r["data"])) for r in rows]
+
+    def nodes(self) -> list[dict]:
+        """Each node with its state and GPUs in use (for `adsched nodes`)."""
+        used: dict[str, int] = {}
+        jobs_on: dict[str, list[int]] = {}
+        for a in self.db.query(
+            "SELECT a.node, a.gpus, a.job_id FROM allocations a JOIN jobs j ON j.id = a.job_id WHERE j.state = ?",
+            [RUNNING],
+        ):
+            used[a["node"]] = used.get(a["node"], 0) + len([g for g in a["gpus"].split(",") if g])
+            jobs_on.setdefault(a["node"], []).append(a["job_id"])
+        states = {r["name"]: r for r in self.db.query("SELECT * FROM nodes")}
+        out = []
+        for n in self.config.nodes:
+            st = states.get(n.name, {"state": "up", "reason": ""})
+            out.append({"name": n.name, "leaf": n.leaf, "state": st["state"], "reason": st["reason"],
+                        "gpus": n.gpus, "gpus_used": used.get(n.name, 0), "gpu_model": n.gpu_model,
+                        "jobs": jobs_on.get(n.name, [])})
+        return out
+
+    def set_node_state(self, name: str, state: str, reason: str, now: float) -> None:
+        if name not in {n.name for n in self.config.nodes}:
+            raise NotFound(f"no node {name}")
+        if state not in ("up", "drain", "down"):
+            raise InvalidRequest(f"node state must be up, drain or down, got {state!r}")
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO nodes(name, state, reason) VALUES (?,?,?)", (name, state, reason))
+            self._event(None, "node_state", {"node": name, "state": state, "reason": reason}, now)
+
+    # --- the daemon ----------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        pending = tuple(r.as_job() for r in self.jobs(states=(PENDING,)))
+        running = tuple(
+            RunningJob(r.as_job(), r.start_time or 0.0, r.placement()) for r in self.jobs(states=(RUNNING,))
+        )
+        unavailable = frozenset(r["name"] for r in self.db.query("SELECT name FROM nodes WHERE state != 'up'"))
+        return Snapshot(pending=pending, running=running, unavailable=unavailable)
+
+    def record_cycle(self, starts, pending_reasons: dict[int, str], now: float) -> list[JobRecord]:
+        """Persist one cycle's decisions in one transaction; returns the started jobs."""
+        started = []
+        with self.transaction():
+            for start in starts:
+                nodes = [a.node for a in start.placement]
+                cur = self.conn.execute(
+                    "UPDATE jobs SET state = ?, start_time = ?, reason = '', nodelist = ? WHERE id = ? AND state = ?",
+                    (RUNNING, now, ",".join(nodes), start.job_id, PENDING),
+                )
+                if cur.rowcount != 1:  # cancelled between snapshot and now: skip it
+                    continue
+                self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (start.job_id,))
+                for rank, a in enumerate(start.placement):
+                    self.conn.execute(
+                        "INSERT INTO allocations(job_id, rank, node, gpus) VALUES (?,?,?,?)",
+                        (start.job_id, rank, a.node, ",".join(map(str, a.gpus))),
+                    )
+                self._event(start.job_id, "start", {"nodes": nodes, "gpus": [list(a.gpus) for a in start.placement]},
+                            now)
+                started.append(start.job_id)
+            for job_id, reason in pending_reasons.items():
+                self.conn.execute(
+                    "UPDATE jobs SET reason = ? WHERE id = ? AND state = ? AND reason != ?",
+                    (reason, job_id, PENDING, reason),
+                )
+        return [self.job(j) for j in started]
+
+    def set_pids(self, job_id: int, pids: dict[int, int]) -> None:
+        with self.transaction():
+            for rank, pid in pids.items():
+                self.conn.execute("UPDATE allocations SET pid = ? WHERE job_id = ? AND rank = ?", (pid, job_id, rank))
+
+    def finish(self, job_id: int, state: str, exit_code: int | None, reason: str, now: float) -> None:
+        assert state in FINAL_STATES
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, end_time = ? WHERE id = ? AND state = ?",
+                (state, exit_code, reason, now, job_id, RUNNING),
+            )
+            if cur.rowcount == 1:
+                self._event(job_id, "end", {"state": state, "exit_code": exit_code, "reason": reason}, now)

@@ -1,0 +1,111 @@
+"""CLI tests through click's CliRunner: thin commands, clear one-line errors, --json."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from adsched.cli import adsched as adsched_cli
+from adsched.cli import adsub as adsub_cli
+from adsched.store import Store
+
+from test_config import EXAMPLES
+
+
+@pytest.fixture
+def state(tmp_path):
+    d = tmp_path / "state"
+    r = CliRunner().invoke(adsched_cli.main, ["init", "--state", str(d), "--cluster", str(EXAMPLES / "demo.toml")])
+    assert r.exit_code == 0, r.output
+    assert "16 nodes, 128 GPUs, 4 leaves" in r.output
+    return str(d)
+
+
+def sub(state, *args):
+    return CliRunner().invoke(adsub_cli.main, ["submit", "--state", state, *args])
+
+
+def test_submit_queue_show_cancel(state):
+    r = sub(state, "-N", "4", "-q", "train", "-J", "gpt", "-t", "1:00:00", "--max-leaves", "1", "--", "echo", "hi")
+    assert r.exit_code == 0 and r.output == "Submitted job 1\n"
+    r = sub(state, "--gpus", "2", "--json", "--", "sleep", "1")
+    assert json.loads(r.output) == {"job_id": 2}
+
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", state])
+    lines = r.output.splitlines()
+    assert lines[0].split() == ["JOBID", "QUEUE", "NAME", "USER", "ST", "TIME", "NODES", "GPUS", "NODELIST(REASON)"]
+    assert lines[1].split()[:8] == ["1", "train", "gpt", lines[1].split()[3], "PD", "0:00", "4", "32"]
+
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", state, "--json"])
+    jobs = json.loads(r.output)
+    assert [(j["id"], j["num_nodes"], j["gpus_per_node"], j["max_leaves"]) for j in jobs] == [(1, 4, 8, 1), (2, 1, 2, None)]
+
+    r = CliRunner().invoke(adsub_cli.main, ["show", "--state", state, "1"])
+    assert "State: PENDING" in r.output and "Command: echo hi" in r.output and "submit" in r.output
+
+    r = CliRunner().invoke(adsub_cli.main, ["cancel", "--state", state, "1"])
+    assert r.exit_code == 0 and "job 1: CANCELLED" in r.output
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", state, "-a", "--json"])
+    assert [j["state"] for j in json.loads(r.output)] == ["CANCELLED", "PENDING"]
+
+
+def test_job_file(state, tmp_path):
+    f = tmp_path / "job.toml"
+    f.write_text('command = "python train.py --lr 3e-4"\nnodes = 2\nqueue = "train"\nname = "from-file"\n')
+    r = sub(state, "-N", "3", "--", str(f))
+    assert r.exit_code == 0, r.output
+    job = Store(state).job(1)
+    assert (job.name, job.num_nodes, job.command) == ("from-file", 3, ["python", "train.py", "--lr", "3e-4"])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["-q", "nope", "--", "true"], "unknown queue 'nope'"),
+    (["-N", "20", "--", "true"], "needs 20 nodes with 8 GPUs; the cluster has 16"),
+    (["--gpus", "0", "--", "true"], "--gpus must be >= 1"),
+    (["--gpus-per-node", "-1", "--", "true"], "--gpus-per-node must be >= 1"),
+    ([], "no command given"),
+    (["-t", "forever", "--", "true"], "--time: not a duration"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(state, args, msg):
+    r = sub(state, *args)
+    assert r.exit_code == 2
+    assert msg in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert Store(state).jobs() == []
+
+
+def test_bad_job_file(state, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("nodes = [")
+    r = sub(state, "--", str(f))
+    assert r.exit_code == 2 and "malformed TOML" in r.output and Store(state).jobs() == []
+
+
+def test_config_check(tmp_path):
+    r = CliRunner().invoke(adsched_cli.main, ["config", "check", str(EXAMPLES / "su128.toml"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["gpus"] == 1024
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[nodes]]\nnames = "n1"\n[queues.a]\nquota_gpus = -1\n[queues.b]\ntier = "x"\n')
+    r = CliRunner().invoke(adsched_cli.main, ["config", "check", str(bad)])
+    assert r.exit_code == 2
+    assert "queues.a.quota_gpus: must be >= 0" in r.output and "queues.b.tier: must be an integer" in r.output
+    bad.write_text("[[nodes]\n")
+    r = CliRunner().invoke(adsched_cli.main, ["config", "check", str(bad)])
+    assert r.exit_code == 2 and "malformed TOML" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(adsched_cli.main, ["init", "--state", str(tmp_path / "s"), "--cluster", str(bad)])
+    assert r.exit_code == 2 and not (tmp_path / "s" / "adsched.sqlite").exists()
+
+
+def test_nodes_and_missing_state(state, tmp_path):
+    r = CliRunner().invoke(adsched_cli.main, ["nodes", "--state", state, "--json"])
+    nodes = json.loads(r.output)
+    assert len(nodes) == 16 and nodes[0]["leaf"] == "leaf1" and nodes[0]["gpus_used"] == 0
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", str(tmp_path / "none")])
+    assert r.exit_code == 1 and "adsched init" in r.output and "Traceback" not in r.output
+
+
+def test_help_texts():
+    for group, cmds in ((adsub_cli.main, ["submit", "queue", "show", "cancel"]),
+                        (adsched_cli.main, ["init", "run", "config", "nodes", "demo"])):
+        r = CliRunner().invoke(group, ["--help"])
+        assert r.exit_code == 0 and all(c in r.output for c in cmds)
