@@ -713,6 +713,26 @@ class MiniCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.timings["down"] = time.monotonic() - t0
 
+    def leftovers(self) -> list[str]:
+        """What down() should have removed but is still there: labelled containers/networks of this cluster, the
+        bridge link of its network, and the private engine when it runs with nothing of ours on it."""
+        found = []
+        try:
+            client = self.engine.connect(start=False)
+        except MiniClusterError:  # no engine answers: then it holds nothing either
+            client = None
+        if client is not None:
+            mine = {"label": f"{LABEL}={self.name}"}
+            found += [f"container {c.name}" for c in client.containers.list(all=True, filters=mine)]
+            found += [f"network {n.name}" for n in client.networks.list(filters=mine)]
+            if self.engine.private and not client.containers.list(all=True, filters={"label": LABEL}):
+                pid = self.engine.engine_pid()
+                if pid is not None:
+                    found.append(f"engine pid {pid}")
+        if self.network_id and Path(f"/sys/class/net/br-{self.network_id[:12]}").exists():
+            found.append(f"link br-{self.network_id[:12]}")
+        return found
+
     # -- state for other processes
     def _save_state(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -744,6 +764,17 @@ class MiniCluster:
     def list_up(state_dir: str | os.PathLike | None = None) -> list[str]:
         sdir = Path(state_dir) if state_dir else default_state_dir()
         return sorted(p.stem for p in sdir.glob("*.json")) if sdir.is_dir() else []
+
+
+def host_network_state() -> dict[str, str]:
+    """What a plainly started dockerd would change on the host: ip_forward and the iptables FORWARD policy."""
+    state = {"ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
+    for tool in ("iptables", "iptables-legacy"):
+        if shutil.which(tool):
+            out = subprocess.run([tool, "-S", "FORWARD"], capture_output=True, text=True, check=False,
+                                 timeout=30).stdout
+            state[tool] = next((line for line in out.splitlines() if line.startswith("-P")), "")
+    return state
 
 
 def _owner_alive(labels: dict) -> bool:

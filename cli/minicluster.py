@@ -1,0 +1,101 @@
+"""`adsched minicluster up|down|status|exec`: a real Slurm 22.05 cluster in Docker containers.
+
+Thin: one adsched.minicluster call per command; its errors become one clear line (exit 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from adsched.minicluster import MiniCluster, MiniClusterError, default_state_dir
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), default=None,
+    help="Where running mini-clusters are recorded [default: $ADSCHED_MINICLUSTER_STATE or "
+         "~/.local/state/adsched/minicluster].")
+name_option = click.option("--name", default=None,
+                           help="The mini-cluster [default: adsched-<cluster name> for up; the only one up otherwise].")
+
+
+def _attach(name: str | None, state_dir: str | None) -> MiniCluster:
+    if name is None:
+        up = MiniCluster.list_up(state_dir)
+        if len(up) != 1:
+            where = state_dir or default_state_dir()
+            raise MiniClusterError(f"no mini-cluster is up (state in {where})" if not up else
+                                   f"several mini-clusters are up ({', '.join(up)}): pick one with --name")
+        name = up[0]
+    return MiniCluster.attach(name, state_dir)
+
+
+def _run(fn):
+    try:
+        return fn()
+    except MiniClusterError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def minicluster():
+    """A real Slurm 22.05 cluster in Docker containers, one per node of a cluster TOML."""
+
+
+@minicluster.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@name_option
+@state_dir_option
+@click.option("--timeout", type=float, default=90.0, show_default=True,
+              help="Seconds to wait for every node to be idle.")
+def up(config, name, state_dir, timeout):
+    """Start the cluster of CONFIG and wait until every node is idle."""
+    mc = _run(lambda: MiniCluster(config, name, state_dir=state_dir, node_timeout=timeout, persistent=True))
+    _run(mc.up)
+    click.echo(f"{mc.name}: {len(mc.nodes)} nodes idle in {mc.timings.get('up', 0):.1f} s; "
+               f"run jobs with: adsched minicluster exec --name {mc.name} -- srun -N1 hostname")
+
+
+@minicluster.command()
+@name_option
+@state_dir_option
+def down(name, state_dir):
+    """Remove the cluster's containers and network (and the engine the driver started, if now unused)."""
+    mc = _run(lambda: _attach(name, state_dir))
+    _run(mc.down)
+    click.echo(f"{mc.name}: down")
+
+
+@minicluster.command()
+@name_option
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(name, state_dir, as_json):
+    """Containers and Slurm's node states."""
+    info = _run(lambda: _attach(name, state_dir).status())
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    click.echo(f"{info['name']}  engine={info['engine']}  config={info['config']}")
+    for member, cstate in sorted(info["containers"].items()):
+        click.echo(f"  {member:<12} container={cstate:<8} slurm={info['nodes'].get(member, '-')}")
+
+
+@minicluster.command(name="exec", context_settings={"ignore_unknown_options": True})
+@name_option
+@state_dir_option
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds before the command is killed.")
+@click.option("--user", default=None, help="Run as this user (e.g. tester) instead of root.")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(name, state_dir, timeout, user, cmd):
+    """Run CMD in the controller container (the Slurm clients are there): exec -- srun -N2 hostname"""
+    mc = _run(lambda: _attach(name, state_dir))
+    r = _run(lambda: mc.exec(list(cmd), timeout=timeout, user=user))
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    if r.timed_out:
+        click.echo(f"exec: timed out after {timeout:g} s", err=True)
+    sys.exit(r.rc)

@@ -1,0 +1,38 @@
+"""The session-wide Slurm mini-cluster (tests/clusters/mini8.toml: node[1-8], 2 leaves x 4 nodes x 8 GPUs).
+
+    @pytest.mark.slurm
+    def test_something(minicluster):
+        r = minicluster.exec("srun -N2 hostname", timeout=30)   # runs in the controller container
+        assert r.rc == 0, r.stderr
+
+`minicluster` is an adsched.minicluster.MiniCluster: .nodes, .leaf_of(node), .exec(cmd, timeout=, user=),
+.jobs_dir (host side of /jobs, shared by every container and the default working dir), .logs(), .config.
+No skipping: when the engine or the image cannot be had the fixture fails, loudly. Its teardown checks
+that nothing labelled is left behind and that the host's forwarding/firewall settings did not change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from adsched.minicluster import MiniCluster, host_network_state
+
+MINI8 = Path(__file__).resolve().parent.parent / "clusters" / "mini8.toml"
+
+
+@pytest.fixture(scope="session")
+def minicluster(tmp_path_factory):
+    before = host_network_state()
+    mc = MiniCluster(MINI8, f"adsched-test-{os.getpid()}", state_dir=tmp_path_factory.mktemp("minicluster"),
+                     node_timeout=90)
+    mc.up()  # MiniClusterError (no engine, no image, a node that never registers) fails the tests loudly
+    try:
+        yield mc
+    finally:
+        mc.down()
+    left = mc.leftovers()
+    assert not left, f"mini-cluster teardown left {left}"
+    assert host_network_state() == before, "the host's forwarding/iptables settings changed"
