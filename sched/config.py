@@ -6,6 +6,7 @@ its key path (`queues.explore.quota_gpus: must be >= 0`), as a ConfigError.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,15 @@ class NodeSpec:
     memory_gb: int
     leaf: str
     address: str = "localhost"  # where the SSH executor reaches it
+    # MIG: the last `mig_gpus` GPUs of the node are split, each into `mig_profile` slices,
+    # e.g. (("1g.10gb", 7),). Those GPUs are never given whole.
+    mig_gpus: int = 0
+    mig_profile: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def whole_gpus(self) -> int:
+        """GPUs a whole-GPU job may get (the first ones; MIG-split GPUs come last)."""
+        return self.gpus - self.mig_gpus
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ class QueueSpec:
     max_time: int | None = None  # seconds; None: unlimited
     default_time: int = 3600
     max_gpus_per_job: int | None = None
+    # Borrowing (Kueue's borrowingLimit): GPUs beyond quota_gpus a queue may use while idle.
+    # None: no limit; 0: never beyond quota. Only meaningful with quota_gpus.
+    borrow_limit_gpus: int | None = None
+    max_running_per_user: int | None = None  # jobs of one user running in this queue
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,17 @@ class SchedulerSettings:
     # Policy toggles (the simulator compares them side by side):
     backfill: bool = True  # False: strict priority order, the first blocked job blocks all after it
     topology_aware: bool = True  # False: first fit by node order, leaves ignored
+    # Backfill reservations (Flux's reservation-depth): the first N blocked jobs get a
+    # place and a start time that later jobs may not delay. 0: plain greedy backfill.
+    reservation_depth: int = 1
+    # Priority score (order.py): weight of each factor, every factor in [0, 1] except
+    # the job's own priority, which counts per point.
+    weight_age: float = 0.0
+    weight_fairshare: float = 0.0
+    weight_size: float = 0.0
+    weight_priority: float = 1.0
+    age_max: int = 7 * 86400  # seconds of waiting at which the age factor reaches 1
+    fairshare_half_life: int = 7 * 86400  # seconds; the store decays usage with it
 
 
 @dataclass(frozen=True)
@@ -78,16 +103,28 @@ class ClusterConfig:
 
     @property
     def max_gpus_per_node(self) -> int:
-        return max(n.gpus for n in self.nodes)
+        """The most whole GPUs one job rank can get on a node."""
+        return max(n.whole_gpus for n in self.nodes)
 
     def nodes_with_at_least(self, gpus: int) -> int:
-        """How many nodes have >= `gpus` GPUs in total (free or not)."""
+        """How many nodes have >= `gpus` whole GPUs in total (free or not)."""
         table = self.__dict__.get("_at_least_cache")
         if table is None:
-            top = max((n.gpus for n in self.nodes), default=0)
-            table = [sum(1 for n in self.nodes if n.gpus >= g) for g in range(top + 1)]
+            top = max((n.whole_gpus for n in self.nodes), default=0)
+            table = [sum(1 for n in self.nodes if n.whole_gpus >= g) for g in range(top + 1)]
             object.__setattr__(self, "_at_least_cache", table)
         return table[gpus] if gpus < len(table) else 0
+
+    def mig_slices(self, profile: str) -> int:
+        """The most slices of `profile` one node offers (0: no node has it)."""
+        table = self.__dict__.get("_mig_cache")
+        if table is None:
+            table = {}
+            for n in self.nodes:
+                for name, count in n.mig_profile:
+                    table[name] = max(table.get(name, 0), n.mig_gpus * count)
+            object.__setattr__(self, "_mig_cache", table)
+        return table.get(profile, 0)
 
     def node(self, name: str) -> NodeSpec:
         return self._by_name[name]
@@ -115,9 +152,20 @@ class _Errors:
         self.items.append(f"{path}: {msg}")
 
 
-_NODE_KEYS = {"names", "gpus", "gpu_model", "cpus", "memory_gb", "addresses"}
-_QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", "max_gpus_per_job"}
-_SCHED_KEYS = {"default_queue", "cycle_interval", "backfill", "topology_aware"}
+_NODE_KEYS = {"names", "gpus", "gpu_model", "cpus", "memory_gb", "addresses", "mig_gpus", "mig_profile"}
+_QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", "max_gpus_per_job",
+               "borrow_limit_gpus", "max_running_per_user"}
+_WEIGHTS = ("weight_age", "weight_fairshare", "weight_size", "weight_priority")
+_SCHED_KEYS = {"default_queue", "cycle_interval", "backfill", "topology_aware", "reservation_depth",
+               "age_max", "fairshare_half_life", *_WEIGHTS}
+# A MIG profile "<g>g.<mem>gb" takes g of a GPU's 7 compute slices.
+MIG_PROFILE = re.compile(r"^([1-7])g\.(\d+)gb$")
+
+
+def mig_sevenths(profile: str) -> int:
+    """How many of a GPU's 7 compute slices one `profile` slice takes (0: not a profile)."""
+    m = MIG_PROFILE.match(profile)
+    return int(m.group(1)) if m else 0
 _TOP_KEYS = {"cluster", "nodes", "switches", "queues", "scheduler", "standalone"}
 
 
@@ -193,6 +241,8 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
             memory_gb=n["memory_gb"],
             leaf=leaf_of[n["name"]],
             address=n["address"],
+            mig_gpus=n["mig_gpus"],
+            mig_profile=n["mig_profile"],
         )
         for n in nodes
     )
@@ -240,6 +290,7 @@ def _parse_nodes(errs: _Errors, groups: Any) -> list[dict]:
             if len(addresses) != len(names):
                 errs.add(f"{path}.addresses", f"lists {len(addresses)} addresses for {len(names)} nodes")
                 addresses = ["localhost"] * len(names)
+        mig_gpus, mig_profile = _parse_mig(errs, path, g, gpus or 0)
         for name, addr in zip(names, addresses):
             if name in seen:
                 errs.add(f"{path}.names", f"node {name} is defined twice")
@@ -247,9 +298,35 @@ def _parse_nodes(errs: _Errors, groups: Any) -> list[dict]:
             seen.add(name)
             out.append(
                 dict(name=name, gpus=gpus or 0, gpu_model=str(g.get("gpu_model", "GPU")),
-                     cpus=cpus or 1, memory_gb=mem or 1, address=addr)
+                     cpus=cpus or 1, memory_gb=mem or 1, address=addr,
+                     mig_gpus=mig_gpus, mig_profile=mig_profile)
             )
     return out
+
+
+def _parse_mig(errs: _Errors, path: str, g: dict, gpus: int) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """`mig_gpus = 2` + `mig_profile = {"1g.10gb" = 7}`: the last 2 GPUs split 7 ways."""
+    if "mig_gpus" not in g and "mig_profile" not in g:
+        return 0, ()
+    n = _int(errs, f"{path}.mig_gpus", g.get("mig_gpus", 0), 1)
+    if n is not None and n > gpus:
+        errs.add(f"{path}.mig_gpus", f"must be <= gpus ({gpus})")
+        n = None
+    table = g.get("mig_profile")
+    if not isinstance(table, dict) or not table:
+        errs.add(f"{path}.mig_profile", 'required with mig_gpus, e.g. {"1g.10gb" = 7}')
+        return 0, ()
+    profile, sevenths = [], 0
+    for name, count in sorted(table.items()):
+        c = _int(errs, f"{path}.mig_profile.{name}", count, 1)
+        if not mig_sevenths(name):
+            errs.add(f"{path}.mig_profile.{name}", "not a MIG profile (e.g. 1g.10gb, 3g.40gb)")
+        elif c is not None:
+            sevenths += mig_sevenths(name) * c
+            profile.append((name, c))
+    if sevenths > 7:
+        errs.add(f"{path}.mig_profile", f"uses {sevenths} of a GPU's 7 compute slices")
+    return (n or 0), tuple(profile) if n else ()
 
 
 def _parse_switches(errs: _Errors, table: Any, node_names: list[str]):
@@ -333,6 +410,14 @@ def _parse_queues(errs: _Errors, table: Any) -> dict[str, QueueSpec]:
         if not isinstance(pre, bool):
             errs.add(f"{path}.preemptible", "must be true or false")
             pre = False
+        borrow = None
+        if "borrow_limit_gpus" in q:
+            borrow = _int(errs, f"{path}.borrow_limit_gpus", q["borrow_limit_gpus"], 0)
+            if "quota_gpus" not in q:
+                errs.add(f"{path}.borrow_limit_gpus", "needs quota_gpus (borrowing is beyond a quota)")
+        per_user = None
+        if "max_running_per_user" in q:
+            per_user = _int(errs, f"{path}.max_running_per_user", q["max_running_per_user"], 1)
         max_time = _duration(errs, f"{path}.max_time", q["max_time"]) if "max_time" in q else None
         default_time = _duration(errs, f"{path}.default_time", q.get("default_time", "1:00:00"))
         if max_time is not None and default_time is not None and default_time > max_time:
@@ -340,6 +425,7 @@ def _parse_queues(errs: _Errors, table: Any) -> dict[str, QueueSpec]:
         out[qname] = QueueSpec(
             name=qname, tier=tier or 0, quota_gpus=quota, preemptible=pre, max_time=max_time,
             default_time=default_time or 3600, max_gpus_per_job=max_gpus,
+            borrow_limit_gpus=borrow, max_running_per_user=per_user,
         )
     return out
 
@@ -365,4 +451,20 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
             errs.add(f"scheduler.{key}", "must be true or false")
             value = True
         toggles[key] = value
-    return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval), **toggles)
+    depth = _int(errs, "scheduler.reservation_depth", table.get("reservation_depth", 1), 0)
+    weights = {}
+    for key in _WEIGHTS:
+        value = table.get(key, getattr(SchedulerSettings, key))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            errs.add(f"scheduler.{key}", "must be a number >= 0")
+            value = getattr(SchedulerSettings, key)
+        weights[key] = float(value)
+    spans = {}
+    for key in ("age_max", "fairshare_half_life"):
+        value = _duration(errs, f"scheduler.{key}", table.get(key, "7-00:00:00"))
+        if value == 0:
+            errs.add(f"scheduler.{key}", "must be longer than 0")
+            value = None
+        spans[key] = value or 7 * 86400
+    return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval), **toggles,
+                             reservation_depth=1 if depth is None else depth, **weights, **spans)

@@ -7,14 +7,23 @@ and apply a Decisions value; none of them makes a scheduling decision of its own
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
+
+# Final states of finished jobs, as carried in Snapshot.finished (Slurm's names).
+COMPLETED = "COMPLETED"
 
 
 @dataclass(frozen=True, slots=True)
 class NodeAlloc:
-    """One rank's share of a node: the node and the GPU indexes it holds."""
+    """One rank's share of a node: the node and the GPU indexes it holds.
+
+    A MIG job holds no whole GPU: `gpus` is empty and `slices` lists (GPU index, slice index)
+    pairs on the node's MIG-split GPUs.
+    """
 
     node: str
     gpus: tuple[int, ...]
+    slices: tuple[tuple[int, int], ...] = ()
 
 
 Placement = tuple[NodeAlloc, ...]  # rank order: grouped by leaf, then node order
@@ -34,6 +43,17 @@ class Job:
     name: str = ""
     priority: int = 0  # the user's own priority within a queue tier
     max_leaves: int | None = None  # None: as few as possible, but any number is allowed
+    # Job arrays: every task is its own Job sharing `array_id`; `array_throttle` is Slurm's
+    # `%N`, the most tasks of the array running at once (counted from running jobs).
+    array_id: int | None = None
+    array_index: int | None = None
+    array_throttle: int | None = None
+    # Dependencies (`--dependency afterok:1,2` / `afterany:3`): job ids that must have
+    # finished (afterok: COMPLETED; afterany: in any final state) before this job may start.
+    after_ok: tuple[int, ...] = ()
+    after_any: tuple[int, ...] = ()
+    # MIG: (profile, slices), e.g. ("1g.10gb", 2); such a job has num_nodes=1, gpus_per_node=0.
+    mig: tuple[str, int] | None = None
 
     @property
     def total_gpus(self) -> int:
@@ -45,6 +65,7 @@ class RunningJob:
     job: Job
     start_time: float
     placement: Placement
+    borrowing: bool = False  # started beyond its queue's quota (Start.borrowing): reclaimable
 
     @property
     def end_time(self) -> float:
@@ -59,17 +80,42 @@ class Snapshot:
     pending: tuple[Job, ...]
     running: tuple[RunningJob, ...] = ()
     unavailable: frozenset[str] = frozenset()  # down or drained nodes
+    # Final state (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...) of finished jobs that pending
+    # jobs depend on. A dependency missing here has not finished yet.
+    finished: Mapping[int, str] = field(default_factory=dict)
+    # Decayed GPU-hours (fairshare.py) per user and per queue, kept by the store.
+    user_usage: Mapping[str, float] = field(default_factory=dict)
+    queue_usage: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Start:
     job_id: int
     placement: Placement
+    borrowing: bool = False  # beyond its queue's quota: a later cycle may reclaim it
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A blocked job's promised start: `placement` is held for it from `start_time` on.
+
+    Later jobs may use these GPUs now only if they end by `start_time` (backfill).
+    """
+
+    job_id: int
+    start_time: float
+    placement: Placement
 
 
 @dataclass(slots=True)
 class Decisions:
-    """The result of one cycle: jobs to start now (all ranks at once) and why the rest wait."""
+    """The result of one cycle: jobs to start now (all ranks at once) and why the rest wait.
+
+    `starts` is in admission order; `cancels` maps job id -> reason for jobs that can never
+    run (a failed afterok dependency); `reservations` are the top blocked jobs' promises.
+    """
 
     starts: list[Start] = field(default_factory=list)
     pending_reasons: dict[int, str] = field(default_factory=dict)
+    cancels: dict[int, str] = field(default_factory=dict)
+    reservations: list[Reservation] = field(default_factory=list)

@@ -139,3 +139,18 @@ def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int) -> 
             break
     picks.sort(key=lambda p: (cap.leaf_of[p[0]], p[0]))  # ranks grouped by leaf
     return picks
+
+
+def find_mig(cap: Capacity, profile: str, count: int) -> Picks | NoFit:
+    """A MIG job: one node with `count` free `profile` slices; the tightest such node, so
+    whole MIG GPUs stay free for bigger requests; node index breaks ties."""
+    best, best_free = -1, 0
+    for i in cap.mig_nodes:
+        if not cap.up[i]:
+            continue
+        free = cap.mig_free[i].get(profile, 0).bit_count()
+        if free >= count and (best < 0 or free < best_free):
+            best, best_free = i, free
+    if best < 0:
+        return NoFit(f"Resources: needs {_plural(count, profile + ' MIG slice')} on one node; none has them free")
+    return [(best, count)]

@@ -3,21 +3,34 @@
 Pure: no I/O, no clock (time comes in as `now`), no randomness. The same snapshot and
 config always give the same decisions. The phases:
 
-  1. Build this cycle's Capacity from the snapshot (never the live state).
-  2. Order pending jobs (order.py): tier, priority, submit time, id.
-  3. Admit in that order: validate the request, then find an all-or-nothing,
-     topology-aware placement (place.py); a gang that fits starts whole in this cycle.
-     Without backfill the first job that cannot start blocks every job after it.
-  4. Every job that does not start gets a pending reason.
+  1. Build this cycle's Capacity from the snapshot (never the live state), the Timeline
+     of running jobs' ends (reserve.py) and the running counts (quota.py).
+  2. Order pending jobs (order.py): tier, priority score, submit time, id.
+  3. Gate each job in that order, before any capacity is looked at: a request that can
+     never run (validate_job), unmet dependencies (deps.py; a failed afterok parent cancels
+     the job), array throttle and per-user running limits, then the queue quota (quota.py).
+     A job that would borrow beyond its quota is deferred to phase 5.
+  4. Admit the within-quota jobs in order: an all-or-nothing, topology-aware placement
+     (place.py) that delays no reservation (reserve.py); a gang that fits starts whole.
+     A blocked job among the first `reservation_depth` gets a Reservation. Without
+     backfill the first job that cannot start blocks every job after it.
+  5. Admit the borrowing jobs the same way, on what phase 4 left idle; their Starts are
+     marked `borrowing`.
+  6. Every job that neither starts nor is cancelled has a pending reason.
 """
 
 from __future__ import annotations
 
 from .capacity import Capacity
 from .config import ClusterConfig
-from .model import Decisions, Job, Snapshot, Start
+from .deps import CANCEL
+from .deps import check as check_dependencies
+from .fairshare import factors, gpu_equiv
+from .model import Decisions, Job, Placement, Reservation, Snapshot, Start
 from .order import order_pending
-from .place import NoFit, find_placement
+from .place import NoFit, find_mig, find_placement
+from .quota import BORROW, WITHIN, Usage
+from .reserve import Timeline, earliest
 
 
 def validate_job(job: Job, config: ClusterConfig) -> str | None:
@@ -25,59 +38,244 @@ def validate_job(job: Job, config: ClusterConfig) -> str | None:
     queue = config.queues.get(job.queue)
     if queue is None:
         return f"InvalidQueue: unknown queue {job.queue!r} (queues: {', '.join(config.queues)})"
-    if job.num_nodes < 1:
-        return "InvalidRequest: needs at least 1 node"
-    if job.gpus_per_node < 1:
-        return "InvalidRequest: needs at least 1 GPU per node"
-    fitting = config.nodes_with_at_least(job.gpus_per_node)
-    if job.num_nodes > fitting:
-        return (
-            f"InvalidRequest: needs {job.num_nodes} nodes with {job.gpus_per_node} GPUs; "
-            f"the cluster has {fitting}"
-        )
+    if job.mig is not None:
+        invalid = _validate_mig(job, config)
+        if invalid:
+            return invalid
+    else:
+        if job.num_nodes < 1:
+            return "InvalidRequest: needs at least 1 node"
+        if job.gpus_per_node < 1:
+            return "InvalidRequest: needs at least 1 GPU per node"
+        fitting = config.nodes_with_at_least(job.gpus_per_node)
+        if job.num_nodes > fitting:
+            return (
+                f"InvalidRequest: needs {job.num_nodes} nodes with {job.gpus_per_node} GPUs; "
+                f"the cluster has {fitting}"
+            )
     if job.max_leaves is not None and job.max_leaves < 1:
         return "InvalidRequest: max leaves must be >= 1"
-    if queue.max_gpus_per_job is not None and job.total_gpus > queue.max_gpus_per_job:
-        return f"QueueLimit: {job.total_gpus} GPUs > queue {queue.name} limit of {queue.max_gpus_per_job} per job"
+    if job.array_throttle is not None and job.array_throttle < 1:
+        return "InvalidRequest: array throttle must be >= 1"
+    if queue.max_gpus_per_job is not None and gpu_equiv(job) > queue.max_gpus_per_job:
+        return (
+            f"QueueLimit: {gpu_equiv(job):g} GPUs > queue {queue.name} limit of {queue.max_gpus_per_job} per job"
+        )
     if queue.max_time is not None and job.time_limit > queue.max_time:
         return f"QueueLimit: time limit exceeds queue {queue.name} max_time"
     return None
 
 
+def _validate_mig(job: Job, config: ClusterConfig) -> str | None:
+    profile, count = job.mig
+    if job.num_nodes != 1 or job.gpus_per_node != 0:
+        return "InvalidRequest: a MIG job asks for slices on 1 node (num_nodes=1, gpus_per_node=0)"
+    if count < 1:
+        return "InvalidRequest: needs at least 1 MIG slice"
+    have = config.mig_slices(profile)
+    if count > have:
+        return f"InvalidRequest: needs {count} {profile} MIG slices on one node; the most any node has is {have}"
+    return None
+
+
 def schedule(snapshot: Snapshot, config: ClusterConfig, now: float) -> Decisions:
-    decisions = Decisions()
+    return Cycle(snapshot, config, now).run().decisions
 
-    # Phase 1: this cycle's own view of free capacity.
-    cap = Capacity(config, snapshot)
 
-    # Phase 2: priority order.
-    queue = order_pending(snapshot.pending, config)
+class Cycle:
+    """The state of one cycle; `explain` runs one with a `focus` job that always gets a
+    reservation (so its estimated start is known) whatever the depth."""
 
-    # Phase 3: admission. Capacity only shrinks during the cycle, so once a shape
-    # (nodes, GPUs, max leaves) fails, every later job of that shape fails too.
-    settings = config.scheduler
-    failed_shapes: dict[tuple, str] = {}
-    blocker: int | None = None
-    for job in queue:
-        if blocker is not None:
-            decisions.pending_reasons[job.id] = f"Priority: waiting behind job {blocker}"
-            continue
-        invalid = validate_job(job, config)
-        if invalid:
-            decisions.pending_reasons[job.id] = invalid
-            continue
-        shape = (job.num_nodes, job.gpus_per_node, job.max_leaves)
-        reason = failed_shapes.get(shape)
+    def __init__(self, snapshot: Snapshot, config: ClusterConfig, now: float, focus: int | None = None):
+        self.snapshot, self.config, self.now, self.focus = snapshot, config, now, focus
+        self.settings = config.scheduler
+        self.decisions = Decisions()
+        self.blocker: int | None = None
+        # Capacity only shrinks during the cycle, so once a shape fails against a set of
+        # reservations it may not touch, every later job of that shape and set fails too.
+        self.failed: dict[tuple, str] = {}
+        self.order: list[Job] = []
+        # Per-cycle memos, so the 10,000th job costs a few dict look-ups (bench/cycle.py):
+        self._invalid: dict[tuple, str | None] = {}  # request -> validate_job
+        self._unsafe: dict[int, tuple[int, ...]] = {}  # time limit -> reservations it overlaps
+        # Bumped by every start and reservation: between two bumps, jobs with the same request
+        # and nothing of their own to check (no dependency, array or per-user limit) meet the
+        # same state and get the same outcome, so it is remembered per request.
+        self.generation = 0
+        self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
+
+    def run(self) -> "Cycle":
+        s, snap = self.settings, self.snapshot
+
+        # Phase 1: this cycle's own view of free capacity, job ends and running counts.
+        self.cap = Capacity(self.config, snap)
+        reserving = s.backfill and (s.reservation_depth > 0 or self.focus is not None)
+        self.timeline = Timeline(snap.running, self.now) if reserving else None
+        self.usage = Usage(snap)
+
+        # Phase 2: priority order.
+        users, queues = factors(snap, self.config) if s.weight_fairshare else ({}, {})
+        self.order = order_pending(snap.pending, self.config, self.now, users, queues)
+
+        # Phases 3 and 4: gates, then within-quota admission in order.
+        borrowers: list[Job] = []
+        seen: dict[tuple, tuple[int, str]] = {}
+        for job in self.order:
+            self._step(job, seen, borrowers)
+
+        # Phase 5: borrowing on what is left idle (quota and limits re-checked: usage grew).
+        seen = {}
+        for job in borrowers:
+            self._step(job, seen, None)
+        return self
+
+    def _step(self, job: Job, seen: dict[tuple, tuple[int, str]], borrowers: list[Job] | None) -> None:
+        """Gate and admit one job; `borrowers` is None in phase 5 (borrowing is allowed)."""
+        if self.blocker is not None:
+            self.decisions.pending_reasons[job.id] = f"Priority: waiting behind job {self.blocker}"
+            return
+        plain = not (job.after_ok or job.after_any or job.array_id is not None or job.id == self.focus
+                     or job.queue in self._per_user)
+        if plain:
+            request = (job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig)
+            hit = seen.get(request)
+            if hit is not None and hit[0] == self.generation:
+                if hit[1] == BORROW:
+                    borrowers.append(job)
+                else:
+                    self.decisions.pending_reasons[job.id] = hit[1]
+                return
+        generation = self.generation
+        verdict = self._gate(job)
+        if verdict == BORROW and borrowers is not None:
+            borrowers.append(job)
+        elif verdict is not None:
+            self._admit(job, borrowing=verdict == BORROW)
+        if plain and self.generation == generation:
+            seen[request] = (generation, BORROW if verdict == BORROW and borrowers is not None
+                             else self.decisions.pending_reasons[job.id])
+
+    # --- phase 3 -------------------------------------------------------------------------
+
+    def _gate(self, job: Job) -> str | None:
+        """WITHIN or BORROW when the job may try for capacity; else records why not."""
+        request = (job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig,
+                   job.array_throttle)  # what validate_job reads
+        try:
+            reason = self._invalid[request]
+        except KeyError:
+            reason = self._invalid[request] = validate_job(job, self.config)
+        if reason is None and (job.after_ok or job.after_any):
+            dep = check_dependencies(job, self.snapshot.finished)
+            if dep is not None and dep[0] == CANCEL:
+                self.decisions.cancels[job.id] = dep[1]
+                return None
+            reason = dep[1] if dep else None
         if reason is None:
-            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, settings.topology_aware)
-            if isinstance(picks, NoFit):
-                reason = failed_shapes[shape] = picks.reason
-            else:
-                placement, _ = cap.take(picks)
-                decisions.starts.append(Start(job.id, placement))
-                continue
-        # Phase 4: say why.
-        decisions.pending_reasons[job.id] = reason
-        if not settings.backfill:
-            blocker = job.id
-    return decisions
+            reason = self.usage.limits(job, self.config)
+        if reason is None:
+            verdict = self.usage.quota(job, self.config)
+            if verdict in (WITHIN, BORROW):
+                return verdict
+            reason = verdict
+        self.decisions.pending_reasons[job.id] = reason
+        return None
+
+    # --- phases 4 and 5 ------------------------------------------------------------------
+
+    def _admit(self, job: Job, borrowing: bool) -> None:
+        if job.mig is not None:
+            reason = self._admit_mig(job, borrowing)
+        else:
+            reason = self._admit_gang(job, borrowing)
+        if reason is None:
+            return
+        self.decisions.pending_reasons[job.id] = reason
+        if not self.settings.backfill:
+            self.blocker = job.id
+        elif job.mig is None and not borrowing and self.timeline is not None:
+            self._reserve(job)
+
+    def _admit_mig(self, job: Job, borrowing: bool) -> str | None:
+        # MIG slices are never held by reservations (those hold whole GPUs only).
+        profile, count = job.mig
+        picks = find_mig(self.cap, profile, count)
+        if isinstance(picks, NoFit):
+            return picks.reason
+        placement, _ = self.cap.take_mig(picks[0][0], profile, count)
+        self._start(job, placement, borrowing)
+        return None
+
+    def _admit_gang(self, job: Job, borrowing: bool) -> str | None:
+        """Start the job unless it fits nowhere that every reservation it overlaps allows."""
+        end = self.now + job.time_limit
+        res = self.decisions.reservations
+        unsafe = self._unsafe.get(job.time_limit)
+        if unsafe is None:  # the reservations it would still be running at
+            unsafe = self._unsafe[job.time_limit] = tuple(r.job_id for r in res if r.start_time < end)
+        key = (job.num_nodes, job.gpus_per_node, job.max_leaves, unsafe)
+        reason = self.failed.get(key)
+        if reason is not None:
+            return reason
+        # Backfill: the reservations this job ends before may lend it their GPUs.
+        undos = [self.cap.release(r.job_id) for r in res if r.start_time >= end]
+        picks = self._place(job)
+        placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
+        for undo in reversed(undos):
+            undo()  # hold them again; GPUs this job took stay busy
+        if placement is not None:
+            self._start(job, placement, borrowing)
+            return None
+        reason = self.failed[key] = self._why(job, picks.reason, unsafe)
+        return reason
+
+    def _place(self, job: Job):
+        return find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                              self.settings.topology_aware)
+
+    def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
+        """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
+        if not unsafe:
+            return reason
+        by_start = sorted((r for r in self.decisions.reservations if r.job_id in unsafe),
+                          key=lambda r: (r.start_time, r.job_id))
+        undos, culprit = [], None
+        for r in by_start:
+            undos.append(self.cap.release(r.job_id))
+            if not isinstance(self._place(job), NoFit):
+                culprit = r
+                break
+        for undo in reversed(undos):
+            undo()
+        if culprit is None:
+            return reason
+        return (f"Reservation: would delay job {culprit.job_id}, reserved from t={culprit.start_time:g} "
+                f"on {_nodes(culprit.placement)}")
+
+    def _reserve(self, job: Job) -> None:
+        """Give a blocked job (one of the first `reservation_depth`) its place and time."""
+        res = self.decisions.reservations
+        if len(res) >= self.settings.reservation_depth and job.id != self.focus:
+            if self.focus is None or sum(r.job_id != self.focus for r in res) >= self.settings.reservation_depth:
+                return
+        found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
+        if found is None:
+            return
+        r = Reservation(job.id, found[0], found[1])
+        res.append(r)
+        self.cap.hold(job.id, r.placement)
+        self.timeline.reserved(r, job.time_limit)
+        self._unsafe.clear()
+        self.generation += 1
+
+    def _start(self, job: Job, placement: Placement, borrowing: bool) -> None:
+        self.decisions.starts.append(Start(job.id, placement, borrowing))
+        self.usage.add(job)
+        self.generation += 1
+        if self.timeline is not None:
+            self.timeline.started(job, placement)
+
+
+def _nodes(placement: Placement) -> str:
+    names = [a.node for a in placement]
+    return ",".join(names) if len(names) <= 4 else f"{names[0]}..{names[-1]} ({len(names)} nodes)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from adsched.config import ClusterConfig, parse_config
 from adsched.model import Job, NodeAlloc, RunningJob, Snapshot
@@ -14,16 +14,26 @@ QUEUES = {
 }
 
 
-def cluster(leaves: int = 4, nodes_per_leaf: int = 4, gpus: int = 8, spines: int = 1, **extra) -> ClusterConfig:
-    """n01.. under leaf1..; leaves split evenly over spines."""
+def cluster(leaves: int = 4, nodes_per_leaf: int = 4, gpus: int = 8, spines: int = 1, *,
+            scheduler: dict | None = None, queues: dict | None = None, mig: dict | None = None,
+            **extra) -> ClusterConfig:
+    """n01.. under leaf1..; leaves split evenly over spines.
+
+    `scheduler` adds [scheduler] keys, `queues` replaces the queue tables, and `mig` (node
+    group keys, e.g. {"names": "m[1-2]", "gpus": 2, "mig_gpus": 2, "mig_profile": {...}})
+    adds a MIG node group under its own leaf `migleaf`.
+    """
     n = leaves * nodes_per_leaf
     data: dict = {
         "cluster": {"name": "test"},
         "nodes": [{"names": f"n[01-{n:02d}]", "gpus": gpus}],
         "switches": {},
-        "queues": QUEUES,
-        "scheduler": {"default_queue": "explore"},
+        "queues": queues if queues is not None else QUEUES,
+        "scheduler": {"default_queue": "explore", **(scheduler or {})},
     }
+    if mig is not None:
+        data["nodes"].append(mig)
+        data["switches"]["migleaf"] = {"nodes": mig["names"]}
     for l in range(leaves):
         lo, hi = l * nodes_per_leaf + 1, (l + 1) * nodes_per_leaf
         data["switches"][f"leaf{l + 1}"] = {"nodes": f"n[{lo:02d}-{hi:02d}]"}
@@ -67,23 +77,103 @@ class JobBuilder:
         self._job = replace(self._job, time_limit=seconds)
         return self
 
+    def user(self, name: str) -> "JobBuilder":
+        self._job = replace(self._job, user=name)
+        return self
+
+    def array(self, array_id: int, index: int, throttle: int | None = None) -> "JobBuilder":
+        self._job = replace(self._job, array_id=array_id, array_index=index, array_throttle=throttle)
+        return self
+
+    def after_ok(self, *ids: int) -> "JobBuilder":
+        self._job = replace(self._job, after_ok=ids)
+        return self
+
+    def after_any(self, *ids: int) -> "JobBuilder":
+        self._job = replace(self._job, after_any=ids)
+        return self
+
+    def mig(self, profile: str, count: int) -> "JobBuilder":
+        self._job = replace(self._job, mig=(profile, count), num_nodes=1, gpus_per_node=0)
+        return self
+
     def build(self) -> Job:
         return self._job
 
-    def running_on(self, *nodes: str, gpus: tuple[int, ...] | None = None, start: float = 0.0) -> RunningJob:
-        """This job already running on `nodes` (GPUs 0..G-1 unless given)."""
+    def running_on(self, *nodes: str, gpus: tuple[int, ...] | None = None, start: float = 0.0,
+                   slices: tuple[tuple[int, int], ...] = (), borrowing: bool = False) -> RunningJob:
+        """This job already running on `nodes` (GPUs 0..G-1 unless given; MIG jobs: `slices`)."""
+        if self._job.mig is not None:
+            return RunningJob(self._job, start, tuple(NodeAlloc(n, (), slices) for n in nodes), borrowing)
         g = gpus if gpus is not None else tuple(range(self._job.gpus_per_node))
         self._job = replace(self._job, num_nodes=len(nodes), gpus_per_node=len(g))
-        return RunningJob(self._job, start, tuple(NodeAlloc(n, g) for n in nodes))
+        return RunningJob(self._job, start, tuple(NodeAlloc(n, g) for n in nodes), borrowing)
 
 
 def job(job_id: int) -> JobBuilder:
     return JobBuilder(job_id)
 
 
-def snapshot(pending=(), running=(), unavailable=()) -> Snapshot:
+def snapshot(pending=(), running=(), unavailable=(), finished=None, user_usage=None, queue_usage=None) -> Snapshot:
     return Snapshot(
         pending=tuple(j.build() if isinstance(j, JobBuilder) else j for j in pending),
         running=tuple(running),
         unavailable=frozenset(unavailable),
+        finished=dict(finished or {}),
+        user_usage=dict(user_usage or {}),
+        queue_usage=dict(queue_usage or {}),
     )
+
+
+def with_settings(config: ClusterConfig, **settings) -> ClusterConfig:
+    """The same cluster with some [scheduler] settings changed."""
+    return replace(config, scheduler=replace(config.scheduler, **settings))
+
+
+def run_cycle(config: ClusterConfig, snap: Snapshot, now: float):
+    """One cycle with the invariants checked, as every test should run it."""
+    from adsched.invariants import check
+    from adsched.schedule import schedule
+
+    decisions = schedule(snap, config, now)
+    check(snap, decisions, config, now=now)
+    return decisions
+
+
+@dataclass
+class Case:
+    """One table row: a cluster state and what the cycle must decide (`now` = 100)."""
+
+    name: str
+    pending: list
+    running: list = field(default_factory=list)
+    config: ClusterConfig | None = None  # None: the runner's default
+    finished: dict = field(default_factory=dict)
+    want_starts: dict = field(default_factory=dict)  # job id -> node names (None: anywhere)
+    want_pending: dict = field(default_factory=dict)  # job id -> substring of the reason
+    want_cancels: dict = field(default_factory=dict)  # job id -> substring of the reason
+    want_reservations: dict = field(default_factory=dict)  # job id -> (start time, node names)
+    want_borrowing: set = field(default_factory=set)  # started job ids marked borrowing
+    now: float = 100.0
+
+
+def run_case(case: Case, default: ClusterConfig):
+    """Run a Case: invariants checked; starts, reservations and cancels must be exactly those wanted."""
+    config = case.config or default
+    snap = snapshot(case.pending, case.running, finished=case.finished)
+    d = run_cycle(config, snap, case.now)
+    starts = {s.job_id: [a.node for a in s.placement] for s in d.starts}
+    for job_id, nodes in case.want_starts.items():
+        assert job_id in starts, f"job {job_id} did not start: {d.pending_reasons.get(job_id)}"
+        if nodes is not None:
+            assert starts[job_id] == nodes
+    assert set(starts) == set(case.want_starts), f"unexpected starts {set(starts) - set(case.want_starts)}"
+    for job_id, reason in case.want_pending.items():
+        assert reason in d.pending_reasons[job_id], d.pending_reasons[job_id]
+    assert set(d.cancels) == set(case.want_cancels)
+    for job_id, reason in case.want_cancels.items():
+        assert reason in d.cancels[job_id]
+    got = {r.job_id: (r.start_time, [a.node for a in r.placement]) for r in d.reservations}
+    assert got == case.want_reservations
+    assert {s.job_id for s in d.starts if s.borrowing} == case.want_borrowing
+    return d

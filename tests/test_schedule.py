@@ -105,7 +105,7 @@ CASES = [
 def test_schedule(case: Case):
     snap = snapshot(case.pending, case.running, case.unavailable)
     decisions = schedule(snap, CLUSTER, now=100.0)
-    check(snap, decisions, CLUSTER)
+    check(snap, decisions, CLUSTER, now=100.0)
     starts = {s.job_id: [a.node for a in s.placement] for s in decisions.starts}
     for job_id, nodes in case.want_starts.items():
         assert job_id in starts, f"job {job_id} did not start: {decisions.pending_reasons.get(job_id)}"

@@ -1,0 +1,30 @@
+"""Job dependencies (`--dependency afterok:ID[,ID]` and `afterany:ID`).
+
+The snapshot carries the final state of finished jobs the pending ones depend on
+(Snapshot.finished). afterok needs COMPLETED; any other final state can never satisfy it,
+so the dependent job is cancelled. afterany needs any final state. A dependency not in
+`finished` has not finished yet: the job waits with reason Dependency.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .model import COMPLETED, Job
+
+WAIT, CANCEL = "wait", "cancel"
+
+
+def check(job: Job, finished: Mapping[int, str]) -> tuple[str, str] | None:
+    """(CANCEL, reason), (WAIT, reason) or None when every dependency is met."""
+    waiting = []
+    for dep in job.after_ok:
+        state = finished.get(dep)
+        if state is None:
+            waiting.append(dep)
+        elif state != COMPLETED:  # a failed parent cancels, even if others still run
+            return CANCEL, f"DependencyNeverSatisfied: job {dep} {state}"
+    waiting.extend(dep for dep in job.after_any if dep not in finished)
+    if waiting:
+        return WAIT, "Dependency: waiting for job " + ", ".join(str(d) for d in waiting)
+    return None

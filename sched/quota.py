@@ -1,0 +1,66 @@
+"""Queue quotas with borrowing, and the per-queue/per-array running limits.
+
+`Usage` counts, for this cycle, what is running plus what the cycle has started:
+  - GPUs per queue (fairshare.gpu_equiv: MIG slices count as sevenths of a GPU);
+  - running jobs per (queue, user), against queues.NAME.max_running_per_user;
+  - running tasks per job array, against the array's `%N` throttle.
+
+Quota (Kueue's nominal quota + borrowingLimit): a job whose queue stays within quota_gpus
+starts normally. One that would take its queue beyond the quota is *borrowing*: it may start
+only on idle GPUs, after every within-quota job of the cycle has had its turn, up to
+borrow_limit_gpus beyond the quota; its Start is marked `borrowing` so a later cycle can
+reclaim it. Beyond the borrowing limit it waits with a QuotaExceeded reason.
+"""
+
+from __future__ import annotations
+
+from .config import ClusterConfig
+from .fairshare import gpu_equiv
+from .model import Job, Snapshot
+
+WITHIN, BORROW = "within", "borrow"
+
+
+class Usage:
+    def __init__(self, snapshot: Snapshot):
+        self.queue_gpus: dict[str, float] = {}
+        self.user_jobs: dict[tuple[str, str], int] = {}
+        self.array_tasks: dict[int, int] = {}
+        for run in snapshot.running:
+            self.add(run.job)
+
+    def add(self, job: Job) -> None:
+        self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
+        key = (job.queue, job.user)
+        self.user_jobs[key] = self.user_jobs.get(key, 0) + 1
+        if job.array_id is not None:
+            self.array_tasks[job.array_id] = self.array_tasks.get(job.array_id, 0) + 1
+
+    def limits(self, job: Job, config: ClusterConfig) -> str | None:
+        """Why a running-count limit holds the job back now, or None."""
+        if job.array_throttle is not None and job.array_id is not None:
+            n = self.array_tasks.get(job.array_id, 0)
+            if n >= job.array_throttle:
+                return f"JobArrayTaskLimit: array {job.array_id} has {n} of at most {job.array_throttle} tasks running"
+        cap = config.queues[job.queue].max_running_per_user
+        if cap is not None:
+            n = self.user_jobs.get((job.queue, job.user), 0)
+            if n >= cap:
+                return f"UserLimit: user {job.user} has {n} running jobs in queue {job.queue} (max {cap})"
+        return None
+
+    def quota(self, job: Job, config: ClusterConfig) -> str:
+        """WITHIN, BORROW, or the QuotaExceeded reason."""
+        q = config.queues[job.queue]
+        if q.quota_gpus is None:
+            return WITHIN
+        used = self.queue_gpus.get(q.name, 0.0)
+        need = job.num_nodes * job.gpus_per_node if job.mig is None else gpu_equiv(job)
+        if used + need <= q.quota_gpus:
+            return WITHIN
+        if q.borrow_limit_gpus is not None and used + need > q.quota_gpus + q.borrow_limit_gpus:
+            return (
+                f"QuotaExceeded: queue {q.name} uses {used:g} of its {q.quota_gpus} GPUs "
+                f"(may borrow {q.borrow_limit_gpus}); job needs {need:g}"
+            )
+        return BORROW

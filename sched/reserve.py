@@ -1,0 +1,80 @@
+"""Backfill reservations: when and where a blocked job could start, and who may not delay it.
+
+The top `reservation_depth` blocked jobs each get a Reservation (a time and a placement).
+The time comes from a what-if on this cycle's Capacity: walk the end times of running jobs
+(time limits, the latest they can hold GPUs) in order, returning their GPUs, until the job
+fits; the placement is the one place.py picks at that moment. Every mutation is undone.
+
+Earlier reservations are held from now until they end (start + time limit): conservative
+(they could lend their GPUs before they start) but it keeps the free capacity of the what-if
+growing with time, so the first fit found is a valid promise.
+
+Backfill rule (schedule.py applies it): a job that ends at `now + time_limit` may use a
+reservation's GPUs only if it ends by that reservation's start; all other holds stay.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Callable
+
+from .capacity import Capacity
+from .model import Job, Placement, Reservation, RunningJob
+from .place import NoFit, find_placement
+
+_GIVE, _RELEASE = 0, 1
+
+
+class Timeline:
+    """Future events of this cycle: running jobs ending, reservations ending; in time order."""
+
+    def __init__(self, running: tuple[RunningJob, ...], now: float):
+        self.now = now
+        # (time, seq, kind, payload); seq makes the order total and deterministic.
+        self.events: list[tuple[float, int, int, object]] = sorted(
+            (max(now, r.end_time), k, _GIVE, r.placement) for k, r in enumerate(running)
+        )
+        self._seq = len(self.events)
+
+    def _add(self, t: float, kind: int, payload: object) -> None:
+        bisect.insort(self.events, (t, self._seq, kind, payload))
+        self._seq += 1
+
+    def started(self, job: Job, placement: Placement) -> None:
+        self._add(self.now + job.time_limit, _GIVE, placement)
+
+    def reserved(self, res: Reservation, time_limit: int) -> None:
+        self._add(res.start_time + time_limit, _RELEASE, res.job_id)
+
+
+def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
+    """The first time (and placement) at which `job` fits as jobs end; None if it never does."""
+    undos: list[Callable[[], None]] = []
+    found = None
+    events = timeline.events
+    k = 0
+    try:
+        while k < len(events):
+            t = events[k][0]
+            while k < len(events) and events[k][0] == t:  # all events at t, then one check
+                _, _, kind, payload = events[k]
+                undos.append(cap.give(payload) if kind == _GIVE else cap.release(payload))
+                k += 1
+            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
+            if not isinstance(picks, NoFit):
+                placement, undo = cap.take(picks)  # only to learn the GPU indexes
+                undo()
+                found = (t, placement)
+                break
+    finally:
+        for undo in reversed(undos):
+            undo()
+    return found
+
+
+def conflicts(res: Reservation, end_time: float, placement: Placement) -> bool:
+    """Does a job holding `placement` from now until `end_time` delay this reservation?"""
+    if end_time <= res.start_time:
+        return False
+    mine = {(a.node, g) for a in res.placement for g in a.gpus}
+    return any((a.node, g) in mine for a in placement for g in a.gpus)
