@@ -51,18 +51,37 @@ def init(state_dir, cluster_path):
 @click.option("--until-idle", is_flag=True, help="Exit when no job is pending or running.")
 @click.option("--max-seconds", type=float, default=None, help="Exit after this long.")
 @click.option("-v", "--verbose", is_flag=True, help="Print a line for each cycle that changed something.")
+@click.option("--ssh-user", default="root", show_default=True, help="SSH executor: user on the nodes.")
+@click.option("--ssh-port", type=int, default=22, show_default=True, help="SSH executor: port on the nodes.")
+@click.option("--ssh-key", default=None, type=click.Path(dir_okay=False), help="SSH executor: private key file.")
+@click.option("--ssh-known-hosts", default=None, type=click.Path(dir_okay=False),
+              help="SSH executor: known_hosts to verify nodes against (default: accept new keys).")
+@click.option("--remote-python", default="python3", show_default=True,
+              help="SSH executor: Python with adsched installed on the nodes.")
 @library_errors
-def run(state_dir, once, until_idle, max_seconds, verbose):
-    """Run the scheduler daemon: cycles of reap -> schedule -> start, with the local executor."""
+def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, ssh_key, ssh_known_hosts,
+        remote_python):
+    """Run the scheduler daemon: cycles of reap -> schedule -> start.
+
+    Ranks run on this host (`[standalone] executor = "local"`, the default) or on each
+    node's `addresses` over SSH (`executor = "ssh"`).
+    """
     store = Store(state_dir)
+    if store.config.executor == "ssh":
+        from adsched.executors.ssh import SSHExecutor, SSHSettings
+
+        executor = SSHExecutor(state_dir, {n.name: n.address for n in store.config.nodes},
+                               SSHSettings(user=ssh_user, port=ssh_port, key_file=ssh_key, python=remote_python,
+                                           known_hosts=ssh_known_hosts))
+    else:
+        executor = LocalExecutor(state_dir)
 
     def show(r: CycleReport):
         if verbose and (r.started or r.ended):
             click.echo(f"{time.strftime('%H:%M:%S')} started={r.started} ended={r.ended} "
                        f"pending={r.pending} running={r.running}")
 
-    Daemon(store, LocalExecutor(state_dir)).run(once=once, until_idle=until_idle, max_seconds=max_seconds,
-                                                 on_cycle=show)
+    Daemon(store, executor).run(once=once, until_idle=until_idle, max_seconds=max_seconds, on_cycle=show)
 
 
 @main.group()

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import AdschedError
+from .errors import AdschedError, NodeFailure
 from .executors import Executor, RankEnd
 from .schedule import schedule
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, JobRecord, Store
@@ -92,9 +92,16 @@ class Daemon:
         snap = self.store.snapshot()
         decisions = schedule(snap, self.store.config, now)
 
-        # Phase 3: persist, then apply.
+        # Phase 3: persist, then apply. A node that cannot take its rank is drained and
+        # the job goes back to the queue whole (as Slurm does on a launch failure).
         for job in self.store.record_cycle(decisions.starts, decisions.pending_reasons, now):
-            self.store.set_pids(job.id, self.executor.launch(job))
+            try:
+                self.store.set_pids(job.id, self.executor.launch(job))
+            except NodeFailure as e:
+                self.executor.signal(self.store.job(job.id), signal.SIGKILL)
+                self.store.set_node_state(e.node, "drain", str(e), now)
+                self.store.requeue(job.id, f"launch failed: {e}", now)
+                continue
             report.started.append(job.id)
         report.pending = len(snap.pending) - len(report.started)
         report.running = len(snap.running) + len(report.started)

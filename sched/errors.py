@@ -15,3 +15,11 @@ class InvalidRequest(AdschedError):
 
 class NotFound(AdschedError):
     exit_code = 1
+
+
+class NodeFailure(AdschedError):
+    """An executor could not reach or use a node: the daemon drains it and requeues the job."""
+
+    def __init__(self, node: str, message: str):
+        super().__init__(message)
+        self.node = node

@@ -394,6 +394,18 @@ class Store:
             for rank, pid in pids.items():
                 self.conn.execute("UPDATE allocations SET pid = ? WHERE job_id = ? AND rank = ?", (pid, job_id, rank))
 
+    def requeue(self, job_id: int, reason: str, now: float) -> None:
+        """Put a running job back to PENDING whole: allocations dropped, restart count + 1."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE jobs SET state = ?, reason = ?, start_time = NULL, nodelist = '', cancel_requested = 0,"
+                " restart_count = restart_count + 1 WHERE id = ? AND state = ?",
+                (PENDING, reason, job_id, RUNNING),
+            )
+            if cur.rowcount == 1:
+                self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (job_id,))
+                self._event(job_id, "requeue", {"reason": reason}, now)
+
     def finish(self, job_id: int, state: str, exit_code: int | None, reason: str, now: float) -> None:
         assert state in FINAL_STATES
         with self.transaction():

@@ -1,0 +1,132 @@
+"""Run ranks on the nodes over SSH (paramiko), one session per rank, no agent on the nodes.
+
+Each node needs Python with adsched installed (as Slurm needs slurmd there). A rank runs
+as `setsid python -m adsched.executors.rankwrap` so it is a process group of its own and
+keeps its exit code in STATE/jobs/ID/rank-R.rc on that node; the daemon reads it back over
+SSH, so neither a dropped connection nor a daemon restart loses a result. Job output
+stays on the node (or on the shared file system the state dir lives on).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal as signals
+import threading
+from dataclasses import dataclass
+
+import paramiko
+
+from ..errors import AdschedError, NodeFailure
+from ..store import JobRecord
+from . import RankEnd, job_dir, rank_env
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    user: str = "root"
+    port: int = 22
+    key_file: str | None = None
+    python: str = "python3"  # the interpreter on the nodes
+    connect_timeout: float = 10.0
+    known_hosts: str | None = None  # None: accept new host keys (a lab); set it in production
+
+
+class SSHExecutor:
+    def __init__(self, state_dir: os.PathLike, addresses: dict[str, str], settings: SSHSettings = SSHSettings()):
+        self.state_dir = os.fspath(state_dir)
+        self.addresses = addresses  # node name -> host
+        self.settings = settings
+        self._clients: dict[str, paramiko.SSHClient] = {}
+        self._lock = threading.Lock()
+
+    # --- connections -------------------------------------------------------------------
+
+    def _client(self, node: str) -> paramiko.SSHClient:
+        host = self.addresses[node]
+        with self._lock:
+            client = self._clients.get(host)
+            if client is not None and client.get_transport() and client.get_transport().is_active():
+                return client
+            client = paramiko.SSHClient()
+            if self.settings.known_hosts:
+                client.load_host_keys(self.settings.known_hosts)
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            else:
+                client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            try:
+                client.connect(host, port=self.settings.port, username=self.settings.user,
+                               key_filename=self.settings.key_file, timeout=self.settings.connect_timeout,
+                               allow_agent=False, look_for_keys=self.settings.key_file is None)
+            except (OSError, paramiko.SSHException) as e:
+                raise NodeFailure(node, f"ssh to node {node} ({host}:{self.settings.port}) failed: {e}") from None
+            self._clients[host] = client
+            return client
+
+    def _run(self, node: str, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
+        _, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
+        out, err = stdout.read().decode(), stderr.read().decode()
+        return stdout.channel.recv_exit_status(), out, err
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+    # --- the executor interface -------------------------------------------------------
+
+    def launch(self, job: JobRecord) -> dict[int, int]:
+        d = job_dir(self.state_dir, job.id)
+        pids = {}
+        for rank, alloc in enumerate(job.allocations):
+            base = f"{d}/rank-{rank}"
+            env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]])
+            cmd = " ".join(shlex.quote(c) for c in job.command)
+            script = (
+                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} && "
+                f"cd {shlex.quote(job.workdir)} 2>/dev/null || cd /; "
+                f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
+                f"setsid {shlex.quote(self.settings.python)} -m adsched.executors.rankwrap "
+                f"{shlex.quote(base + '.rc')} -- {cmd} "
+                f">>{shlex.quote(base + '.out')} 2>>{shlex.quote(base + '.err')} </dev/null & echo $!"
+            )
+            rc, out, err = self._run(alloc["node"], script)
+            if rc != 0 or not out.strip().isdigit():
+                raise NodeFailure(alloc["node"], f"job {job.id} rank {rank}: launch on {alloc['node']} failed: "
+                                                 f"{err.strip() or out.strip()}")
+            pids[rank] = int(out.strip())
+        return pids
+
+    def ended(self, job: JobRecord) -> list[RankEnd]:
+        d = job_dir(self.state_dir, job.id)
+        by_node: dict[str, list[dict]] = {}
+        for a in job.allocations:
+            by_node.setdefault(a["node"], []).append(a)
+        ends = []
+        for node, allocs in by_node.items():
+            # One round trip per node: "rank rc" or "rank running" or "rank gone" per line.
+            # Look at the process before the file, as the local executor does.
+            checks = []
+            for a in allocs:
+                rc_file = shlex.quote(f"{d}/rank-{a['rank']}.rc")
+                pid = int(a.get("pid") or 0)
+                checks.append(
+                    f"if kill -0 {pid} 2>/dev/null; then s=running; else s=gone; fi; "
+                    f"if [ -f {rc_file} ]; then echo {a['rank']} rc $(cat {rc_file}); else echo {a['rank']} $s; fi"
+                )
+            rc, out, err = self._run(node, "; ".join(checks))
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] == "rc":
+                    ends.append(RankEnd(job.id, int(parts[0]), int(parts[2])))
+                elif len(parts) == 2 and parts[1] == "gone":
+                    ends.append(RankEnd(job.id, int(parts[0]), -signals.SIGKILL))
+        return ends
+
+    def signal(self, job: JobRecord, signum: int) -> None:
+        by_node: dict[str, list[int]] = {}
+        for a in job.allocations:
+            if a.get("pid"):
+                by_node.setdefault(a["node"], []).append(int(a["pid"]))
+        for node, pids in by_node.items():
+            self._run(node, "; ".join(f"kill -{int(signum)} -- -{pid} 2>/dev/null" for pid in pids) + "; true")

@@ -1,0 +1,106 @@
+"""The SSH executor against a real OpenSSH sshd on loopback (installed by .ci/run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from adsched.daemon import Daemon
+from adsched.executors.ssh import SSHExecutor, SSHSettings
+from adsched.store import JobRequest, Store
+
+from test_e2e_local import SMALL, py
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.ssh
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        pytest.fail("OpenSSH sshd is not installed (apt-get install openssh-server; .ci/run does this)")
+    d = tmp_path_factory.mktemp("sshd")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
+    shutil.copy(d / "client_key.pub", d / "authorized_keys")
+    os.chmod(d / "authorized_keys", 0o600)
+    os.makedirs("/run/sshd", exist_ok=True)
+    port = _free_port()
+    config = d / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
+        f"SetEnv PATH={os.path.dirname(sys.executable)}:/usr/local/bin:/usr/bin:/bin\n"
+    )
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=open(d / "sshd.log", "w"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
+    yield SSHSettings(user=os.environ.get("USER", "root") if os.getuid() else "root", port=port,
+                      key_file=str(d / "client_key"), python=sys.executable)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def make(tmp_path, sshd):
+    store = Store.init(tmp_path, SMALL)
+    addresses = {n.name: "127.0.0.1" for n in store.config.nodes}
+    return store, SSHExecutor(tmp_path, addresses, sshd)
+
+
+def test_gang_runs_over_ssh(tmp_path, sshd):
+    store, ex = make(tmp_path, sshd)
+    code = "import os; print(os.environ['NODE_RANK'], os.environ['CUDA_VISIBLE_DEVICES'], os.environ['MASTER_ADDR'])"
+    job_id = store.submit(JobRequest(py(code), nodes=2, gpus_per_node=2, workdir=str(tmp_path)), time.time())
+    Daemon(store, ex).run(until_idle=True, max_seconds=60)
+    job = store.job(job_id)
+    assert (job.state, job.exit_code) == ("COMPLETED", 0), job.reason
+    outs = sorted((tmp_path / "jobs" / str(job_id) / f"rank-{r}.out").read_text().strip() for r in range(2))
+    assert outs == ["0 0,1 127.0.0.1", "1 0,1 127.0.0.1"]
+    ex.close()
+
+
+def test_failed_rank_over_ssh_stops_the_gang(tmp_path, sshd):
+    store, ex = make(tmp_path, sshd)
+    code = "import os, sys, time\nif os.environ['NODE_RANK'] == '0': sys.exit(7)\ntime.sleep(60)"
+    job_id = store.submit(JobRequest(py(code), nodes=3), time.time())
+    t0 = time.monotonic()
+    Daemon(store, ex, kill_wait=2).run(until_idle=True, max_seconds=45)
+    job = store.job(job_id)
+    assert (job.state, job.exit_code) == ("FAILED", 7) and time.monotonic() - t0 < 30
+    ex.close()
+
+
+def test_unreachable_node_is_drained_and_the_job_requeued(tmp_path, sshd):
+    store = Store.init(tmp_path, SMALL)
+    ex = SSHExecutor(tmp_path, {n.name: "127.0.0.1" for n in store.config.nodes},
+                     SSHSettings(port=_free_port(), key_file=sshd.key_file, connect_timeout=2))
+    job_id = store.submit(JobRequest(py("pass")), time.time())
+    report = Daemon(store, ex).cycle()
+    assert report.started == []
+    job = store.job(job_id)
+    assert job.state == "PENDING" and job.restart_count == 1 and job.reason.startswith("launch failed: ssh to node")
+    drained = [n for n in store.nodes() if n["state"] == "drain"]
+    assert len(drained) == 1 and "127.0.0.1" in drained[0]["reason"]
+    assert [e["kind"] for e in store.events(job_id)] == ["submit", "start", "requeue"]
