@@ -1,10 +1,12 @@
 """Median wall time of one scheduling cycle on the 1,024-node benchmark cluster.
 
-    python bench/cycle.py [--pending 1000,10000] [--repeat 15] [--profile]
+    python bench/cycle.py [--pending 1000,10000] [--repeat 15] [--depth N] [--profile]
 
 Workload: mixed shapes (1-GPU and 2/4-GPU dev jobs, 1-node 8-GPU jobs, 2-32 node gangs,
 some with max-leaves 1) in all queues; the cluster is ~70% busy with running jobs of the
-same mix, as in a steady state. Figures are printed, never asserted.
+same mix, as in a steady state. The cluster's [scheduler] settings apply (backfill with
+reservation_depth = 4 and the priority weights; --depth overrides the depth). Figures are
+printed, never asserted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import random
 import statistics
 import time
 from pathlib import Path
+
+from dataclasses import replace
 
 from adsched.capacity import Capacity
 from adsched.config import load_config
@@ -51,7 +55,8 @@ def make_snapshot(config, n_pending: int, busy: float, seed: int = 1) -> Snapsho
         if isinstance(picks, NoFit):
             continue
         placement, _ = cap.take(picks)
-        running.append(RunningJob(job, rng.uniform(-3000, 0), placement))
+        # started within its time limit, so it ends in the future (an overdue job is killed)
+        running.append(RunningJob(job, -rng.uniform(0, job.time_limit), placement))
         used += job.total_gpus
     pending = tuple(make_job(rng, jid + k, float(k)) for k in range(n_pending))
     return Snapshot(pending=pending, running=tuple(running))
@@ -62,10 +67,15 @@ def main() -> None:
     ap.add_argument("--pending", default="1000,10000")
     ap.add_argument("--busy", type=float, default=0.7, help="fraction of GPUs already running jobs")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--depth", type=int, help="reservation depth (default: the cluster TOML's)")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of one cycle")
     args = ap.parse_args()
     config = load_config(CLUSTER)
-    print(f"cluster: {len(config.nodes)} nodes, {config.total_gpus} GPUs, {len(config.leaves)} leaves")
+    if args.depth is not None:
+        config = replace(config, scheduler=replace(config.scheduler, reservation_depth=args.depth))
+    s = config.scheduler
+    print(f"cluster: {len(config.nodes)} nodes, {config.total_gpus} GPUs, {len(config.leaves)} leaves; "
+          f"backfill={s.backfill} reservation_depth={s.reservation_depth} busy={args.busy:.0%}")
     for n in (int(x) for x in args.pending.split(",")):
         snap = make_snapshot(config, n, args.busy)
         times = []
@@ -75,6 +85,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         med = statistics.median(times) * 1000
         print(f"pending={n:>6}  running={len(snap.running):>5}  starts={len(d.starts):>5}  "
+              f"reservations={len(d.reservations)}  "
               f"median={med:7.2f} ms  min={min(times)*1000:7.2f} ms  max={max(times)*1000:7.2f} ms")
         if args.profile:
             prof = cProfile.Profile()
