@@ -109,7 +109,7 @@ class Cycle:
 
         # Phase 1: this cycle's own view of free capacity, job ends and running counts.
         self.cap = Capacity(self.config, snap)
-        reserving = s.backfill and (s.reservation_depth > 0 or self.focus is not None)
+        reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
         self.timeline = Timeline(snap.running, self.now) if reserving else None
         self.usage = Usage(snap)
 
@@ -193,7 +193,7 @@ class Cycle:
         self.decisions.pending_reasons[job.id] = reason
         if not self.settings.backfill:
             self.blocker = job.id
-        elif job.mig is None and not borrowing and self.timeline is not None:
+        if job.mig is None and self.timeline is not None and (job.id == self.focus or not borrowing):
             self._reserve(job)
 
     def _admit_mig(self, job: Job, borrowing: bool) -> str | None:
@@ -255,8 +255,11 @@ class Cycle:
     def _reserve(self, job: Job) -> None:
         """Give a blocked job (one of the first `reservation_depth`) its place and time."""
         res = self.decisions.reservations
-        if len(res) >= self.settings.reservation_depth and job.id != self.focus:
-            if self.focus is None or sum(r.job_id != self.focus for r in res) >= self.settings.reservation_depth:
+        if job.id != self.focus:  # explain's focus job is reserved whatever the depth
+            if not self.settings.backfill:
+                return  # strict FIFO reserves nothing
+            others = len(res) if self.focus is None else sum(r.job_id != self.focus for r in res)
+            if others >= self.settings.reservation_depth:
                 return
         found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
         if found is None:

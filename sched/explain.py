@@ -1,0 +1,80 @@
+"""Why a job waits and when it would start: `explain(snapshot, config, now, job_id)`.
+
+Pure, like schedule(): it runs the same cycle with the job as its *focus*, so the job gets
+a reservation whatever the depth (reserve.py), and reads off:
+  - its position among its queue's pending jobs in priority order;
+  - the constraint that holds it: the reason code of its pending reason (Dependency,
+    QuotaExceeded, UserLimit, JobArrayTaskLimit, QueueLimit, Invalid*, Resources, Topology,
+    Reservation, Priority), with the job it waits on where there is one;
+  - the earliest estimated start and where: `now` and its placement if it would start in
+    this cycle, else its reservation; None when no capacity estimate applies (a dependency,
+    a quota, a limit) or the job can never fit.
+For `--test-only` pass `job=` a Job that is not pending (an id no pending job has).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from .config import ClusterConfig
+from .model import Job, Placement, Snapshot
+from .schedule import Cycle
+
+_JOB = re.compile(r"\bjob (\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    job_id: int
+    queue: str
+    state: str  # "starts" (in this cycle), "pending" or "cancelled"
+    position: int  # 1-based, among the pending jobs of its queue in priority order
+    queue_length: int  # pending jobs in its queue
+    reason: str | None  # the pending or cancel reason, as in Decisions
+    constraint: str | None  # the reason's code, e.g. "Topology"; None when it starts
+    waiting_for: int | None  # the job whose reservation, position or result it waits on
+    estimated_start: float | None
+    estimated_placement: Placement = ()
+
+    @property
+    def estimated_nodes(self) -> tuple[str, ...]:
+        return tuple(a.node for a in self.estimated_placement)
+
+
+def explain(
+    snapshot: Snapshot, config: ClusterConfig, now: float, job_id: int | None = None, job: Job | None = None
+) -> Explanation:
+    if job is not None:  # not submitted: what would happen if it were, now
+        if any(j.id == job.id for j in snapshot.pending):
+            raise ValueError(f"job {job.id} is already pending; pass job_id instead")
+        snapshot = replace(snapshot, pending=snapshot.pending + (job,))
+        job_id = job.id
+    if job_id is None:
+        raise ValueError("explain needs job_id or job")
+    target = next((j for j in snapshot.pending if j.id == job_id), None)
+    if target is None:
+        raise KeyError(f"job {job_id} is not pending")
+
+    cycle = Cycle(snapshot, config, now, focus=job_id).run()
+    d = cycle.decisions
+    mates = [j.id for j in cycle.order if j.queue == target.queue]
+    common = dict(job_id=job_id, queue=target.queue, position=mates.index(job_id) + 1, queue_length=len(mates))
+
+    start = next((s for s in d.starts if s.job_id == job_id), None)
+    if start is not None:
+        return Explanation(**common, state="starts", reason=None, constraint=None, waiting_for=None,
+                           estimated_start=now, estimated_placement=start.placement)
+    cancelled = job_id in d.cancels
+    reason = d.cancels[job_id] if cancelled else d.pending_reasons[job_id]
+    blocker = _JOB.search(reason)
+    res = next((r for r in d.reservations if r.job_id == job_id), None)
+    return Explanation(
+        **common,
+        state="cancelled" if cancelled else "pending",
+        reason=reason,
+        constraint=reason.split(":", 1)[0],
+        waiting_for=int(blocker.group(1)) if blocker else None,
+        estimated_start=res.start_time if res else None,
+        estimated_placement=res.placement if res else (),
+    )
