@@ -15,6 +15,7 @@ from adsched.hostlist import compress
 from adsched.executors.local import LocalExecutor
 from adsched.store import Store
 
+from .hook import hook
 from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
 
 
@@ -160,6 +161,8 @@ def demo(state_dir, as_json):
     print_table(["JOBID", "NAME", "QUEUE", "SHAPE", "STATE", "WAIT", "RAN ON", "LEAVES"], rows)
     click.echo(f"\nstate and job output in {state_dir}; try: adsub queue -a --state {state_dir}")
 
+
+main.add_command(hook)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

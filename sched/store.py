@@ -394,6 +394,11 @@ class Store:
             for rank, pid in pids.items():
                 self.conn.execute("UPDATE allocations SET pid = ? WHERE job_id = ? AND rank = ?", (pid, job_id, rank))
 
+    def add_event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
+        """Record something that happened outside the daemon (e.g. a Slurm hook)."""
+        with self.transaction():
+            self._event(job_id, kind, data, now)
+
     def requeue(self, job_id: int, reason: str, now: float) -> None:
         """Put a running job back to PENDING whole: allocations dropped, restart count + 1."""
         with self.transaction():
