@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from adsched.minicluster import MiniCluster, MiniClusterError, default_state_dir
+from adsched.minicluster import MiniCluster, MiniClusterError, default_state_dir, render_for_compose
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False), default=None,
@@ -99,3 +99,13 @@ def exec_(name, state_dir, timeout, user, cmd):
     if r.timed_out:
         click.echo(f"exec: timed out after {timeout:g} s", err=True)
     sys.exit(r.rc)
+
+
+@minicluster.command()
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--subnet", default="10.78.0.0/24", show_default=True, help="The network of docker/compose.yml.")
+def render(config, dest, subnet):
+    """Write what docker/compose.yml mounts into DEST: etc-slurm/, munge.key and jobs/."""
+    for path in _run(lambda: render_for_compose(config, dest, subnet)):
+        click.echo(path)

@@ -241,6 +241,9 @@ class Engine:
             if self._proc is not None and self._proc.pid == pid:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(0.1)
+            else:  # started by another Engine object of this process: reap it, or it stays a zombie
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
             if not _pid_alive(pid):
                 return True
             time.sleep(0.1)
@@ -395,9 +398,10 @@ class Images:
             except sdk.errors.BuildError as e:
                 out = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)
                 raise MiniClusterError(f"building {tag} failed: {e.msg}\n{out[-2000:]}") from None
+        self.client.images.get(tag).tag(IMAGE_REPO, "latest")  # what docker/compose.yml runs
         for img in self.client.images.list(name=IMAGE_REPO):  # older builds of the thin image
             for t in img.tags:
-                if t != tag:
+                if t not in (tag, f"{IMAGE_REPO}:latest"):
                     with contextlib.suppress(Exception):
                         self.client.images.remove(t, noprune=False)
         return tag
@@ -552,14 +556,10 @@ class MiniCluster:
     def _create(self, client) -> None:
         sdk = _docker_sdk()
         net = self._pick_subnet(client)
-        hosts = list(net.hosts())
-        members = [CONTROLLER, *self.nodes]
-        self.addrs = {m: str(hosts[i + 1]) for i, m in enumerate(members)}  # hosts[0]: the gateway
-        files = render_all(self.config, controller=CONTROLLER, controller_addr=self.addrs[CONTROLLER],
-                           node_addrs={n: self.addrs[n] for n in self.nodes})
-        for fname, text in files.items():
-            (self.workdir / "etc-slurm" / fname).write_text(text)
-        ipam = sdk.types.IPAMConfig(pool_configs=[sdk.types.IPAMPool(subnet=str(net), gateway=str(hosts[0]))])
+        self.addrs = member_addresses(net, self.nodes)
+        write_slurm_dir(self.config, self.workdir / "etc-slurm", self.addrs)
+        gateway = str(next(net.hosts()))
+        ipam = sdk.types.IPAMConfig(pool_configs=[sdk.types.IPAMPool(subnet=str(net), gateway=gateway)])
         network = client.networks.create(self.name, driver="bridge", internal=True, ipam=ipam,
                                          labels=self._labels(), check_duplicate=True)
         self.network_id = network.id
@@ -692,9 +692,9 @@ class MiniCluster:
                     info["nodes"].setdefault(parts[0], parts[1])
         return info
 
-    def down(self) -> None:
+    def down(self, stop_engine: bool = True) -> None:
         """Remove every container and the network of this cluster; stop the private engine when nothing else
-        of ours runs on it; delete the bridge link it may leave. Safe to call more than once."""
+        of ours runs on it (and stop_engine); delete the bridge link it may leave. Safe to call more than once."""
         t0 = time.monotonic()
         try:
             client = self._client(start=False)
@@ -704,7 +704,7 @@ class MiniCluster:
             if client is not None:
                 _remove_instance(client, self.name)
                 others = client.containers.list(all=True, filters={"label": LABEL})
-                if self.engine.private and not others:
+                if stop_engine and self.engine.private and not others:
                     self.engine.stop_private()
             if self.network_id:
                 _remove_link(f"br-{self.network_id[:12]}")
@@ -764,6 +764,49 @@ class MiniCluster:
     def list_up(state_dir: str | os.PathLike | None = None) -> list[str]:
         sdir = Path(state_dir) if state_dir else default_state_dir()
         return sorted(p.stem for p in sdir.glob("*.json")) if sdir.is_dir() else []
+
+
+def member_addresses(subnet: str | ipaddress.IPv4Network, nodes: list[str]) -> dict[str, str]:
+    """{member: address}: the controller, then the nodes, from the second host address of subnet on (the first
+    is the gateway). docker/compose.yml uses the same plan for 10.78.0.0/24."""
+    hosts = ipaddress.ip_network(subnet).hosts()
+    next(hosts)
+    members = [CONTROLLER, *nodes]
+    addrs = {m: str(a) for m, a in zip(members, hosts)}
+    if len(addrs) < len(members):
+        raise MiniClusterError(f"subnet {subnet} is too small for {len(members)} containers")
+    return addrs
+
+
+def write_slurm_dir(config: ClusterConfig, dest: str | os.PathLike, addrs: dict[str, str]) -> list[Path]:
+    """Render slurm.conf, topology.conf and gres.conf for the containers (addresses from member_addresses)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    files = render_all(config, controller=CONTROLLER, controller_addr=addrs[CONTROLLER],
+                       node_addrs={n.name: addrs[n.name] for n in config.nodes})
+    out = []
+    for fname, text in files.items():
+        (dest / fname).write_text(text)
+        out.append(dest / fname)
+    return out
+
+
+def render_for_compose(config_path: str | os.PathLike, dest: str | os.PathLike,
+                       subnet: str = "10.78.0.0/24") -> list[Path]:
+    """What docker/compose.yml mounts, in dest: etc-slurm/ (rendered for `subnet`), munge.key, jobs/."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        raise MiniClusterError(str(e)) from None
+    dest = Path(dest)
+    written = write_slurm_dir(config, dest / "etc-slurm", member_addresses(subnet, [n.name for n in config.nodes]))
+    key = dest / "munge.key"
+    if not key.exists():
+        key.write_bytes(secrets.token_bytes(1024))
+        os.chmod(key, 0o400)
+    (dest / "jobs").mkdir(exist_ok=True)
+    os.chmod(dest / "jobs", 0o1777)
+    return [*written, key, dest / "jobs"]
 
 
 def host_network_state() -> dict[str, str]:
