@@ -38,7 +38,10 @@ def find_placement(
             f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available"
         )
     if not topology_aware:
-        return _first_fit(cap, num_nodes, gpus)
+        picks = _first_fit(cap, num_nodes, gpus)
+        if max_leaves is None or len({cap.leaf_of[i] for i, _ in picks}) <= max_leaves:
+            return picks
+        # max leaves is the job's hard limit, not a placement preference: honour it even here
     if num_nodes == 1:
         return _place_one(cap, gpus)
     return _place_gang(cap, num_nodes, gpus, max_leaves)

@@ -1,0 +1,150 @@
+"""Property tests over random clusters and workloads: invariants and determinism every cycle."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adsched.capacity import Capacity
+from adsched.invariants import check
+from adsched.model import Job, RunningJob, Snapshot
+from adsched.place import NoFit, find_mig, find_placement
+from adsched.schedule import schedule
+from builders import cluster, with_settings
+
+QUEUES = {
+    "hi": {"tier": 5, "quota_gpus": 24, "borrow_limit_gpus": 8},
+    "lo": {"tier": 1, "quota_gpus": 16},
+    "cap": {"tier": 1, "quota_gpus": 8, "borrow_limit_gpus": 0, "max_running_per_user": 2},
+    "open": {"tier": 0},
+}
+MIG = {"names": "m[1-2]", "gpus": 4, "mig_gpus": 2, "mig_profile": {"1g.10gb": 4, "3g.40gb": 1}}
+STATES = ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"]
+
+
+@st.composite
+def clusters(draw):
+    cfg = cluster(
+        leaves=draw(st.integers(1, 4)), nodes_per_leaf=draw(st.integers(1, 4)), gpus=draw(st.sampled_from([4, 8])),
+        spines=1, queues=QUEUES, scheduler={"default_queue": "open"},
+        mig=MIG if draw(st.booleans()) else None,
+    )
+    return with_settings(
+        cfg,
+        backfill=draw(st.booleans()),
+        topology_aware=draw(st.booleans()),
+        reservation_depth=draw(st.integers(0, 3)),
+        weight_age=draw(st.sampled_from([0.0, 10.0])),
+        weight_fairshare=draw(st.sampled_from([0.0, 10.0])),
+        weight_size=draw(st.sampled_from([0.0, 10.0])),
+        age_max=1000,
+    )
+
+
+def random_job(rng: random.Random, job_id: int, cfg, now: float) -> Job:
+    has_mig = bool(cfg.mig_slices("1g.10gb"))
+    kind = rng.random()
+    common = dict(id=job_id, queue=rng.choice(list(QUEUES)), time_limit=rng.choice([100, 300, 1000, 3000]),
+                  submit_time=now - rng.choice([0, 50, 500, 5000]), user=rng.choice("abc"),
+                  priority=rng.randrange(3))
+    if has_mig and kind < 0.15:
+        return Job(num_nodes=1, gpus_per_node=0, mig=rng.choice([("1g.10gb", rng.randint(1, 5)), ("3g.40gb", 1)]),
+                   **common)
+    job = Job(num_nodes=rng.choice([1, 1, 1, 2, 3, 4, 6]), gpus_per_node=rng.choice([1, 2, 4, 4, 8]),
+              max_leaves=rng.choice([None, None, 1, 2]), **common)
+    extra = {}
+    if rng.random() < 0.2:
+        extra.update(array_id=rng.randint(1, 2), array_index=job_id, array_throttle=rng.randint(1, 3))
+    if rng.random() < 0.2:
+        extra["after_ok"] = (rng.randint(500, 510),)
+    if rng.random() < 0.1:
+        extra["after_any"] = (rng.randint(500, 510),)
+    return _with(job, **extra)
+
+
+def _with(job: Job, **changes) -> Job:
+    from dataclasses import replace
+
+    return replace(job, **changes)
+
+
+def random_snapshot(cfg, seed: int, n_running: int, n_pending: int, now: float) -> Snapshot:
+    rng = random.Random(seed)
+    cap = Capacity(cfg)
+    running = []
+    for k in range(n_running):
+        j = random_job(rng, 1000 + k, cfg, now)
+        j = _with(j, after_ok=(), after_any=())
+        if j.mig is not None:
+            picks = find_mig(cap, *j.mig)
+            if isinstance(picks, NoFit):
+                continue
+            placement, _ = cap.take_mig(picks[0][0], *j.mig)
+        else:
+            picks = find_placement(cap, j.num_nodes, j.gpus_per_node, j.max_leaves)
+            if isinstance(picks, NoFit):
+                continue
+            placement, _ = cap.take(picks)
+        # some overdue (ended by their limit but not yet reaped), most still inside it
+        running.append(RunningJob(j, now - rng.uniform(0, 1.2 * j.time_limit), placement, rng.random() < 0.2))
+    pending = tuple(random_job(rng, 1 + k, cfg, now) for k in range(n_pending))
+    unavailable = frozenset(n.name for n in cfg.nodes if rng.random() < 0.1)
+    finished = {500 + k: rng.choice(STATES) for k in range(11) if rng.random() < 0.6}
+    usage = {u: rng.uniform(0, 100) for u in "abc" if rng.random() < 0.7}
+    return Snapshot(pending=pending, running=tuple(running), unavailable=unavailable, finished=finished,
+                    user_usage=usage, queue_usage={q: rng.uniform(0, 100) for q in QUEUES})
+
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(0, 25), n_pending=st.integers(0, 30))
+def test_every_cycle_keeps_the_invariants(cfg, seed, n_running, n_pending):
+    now = 10_000.0
+    snap = random_snapshot(cfg, seed, n_running, n_pending, now)
+    d = schedule(snap, cfg, now)
+    check(snap, d, cfg, now=now)
+
+
+@FAST
+@given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(0, 25), n_pending=st.integers(0, 30))
+def test_same_snapshot_same_decisions_in_any_pending_order(cfg, seed, n_running, n_pending):
+    now = 10_000.0
+    snap = random_snapshot(cfg, seed, n_running, n_pending, now)
+    first = schedule(snap, cfg, now)
+    assert schedule(snap, cfg, now) == first
+    shuffled = list(snap.pending)
+    random.Random(seed).shuffle(shuffled)
+    again = schedule(Snapshot(tuple(shuffled), snap.running, snap.unavailable, snap.finished,
+                              snap.user_usage, snap.queue_usage), cfg, now)
+    assert again == first
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=clusters(), seed=st.integers(0, 10**6))
+def test_invariants_hold_over_many_cycles(cfg, seed):
+    """Drive 12 cycles: jobs end at their limits, new ones arrive, starts are applied."""
+    rng = random.Random(seed)
+    snap = random_snapshot(cfg, seed, 10, 10, 0.0)
+    running, pending, finished = list(snap.running), list(snap.pending), dict(snap.finished)
+    next_id = 2000
+    for k in range(12):
+        now = 200.0 * k
+        for r in running:
+            if r.end_time <= now:
+                finished[r.job.id] = rng.choice(STATES)
+        running = [r for r in running if r.end_time > now]
+        for _ in range(rng.randint(0, 4)):
+            pending.append(random_job(rng, next_id, cfg, now))
+            next_id += 1
+        snap = Snapshot(tuple(pending), tuple(running), snap.unavailable, finished)
+        d = schedule(snap, cfg, now)
+        check(snap, d, cfg, now=now)
+        by_id = {j.id: j for j in pending}
+        running += [RunningJob(by_id[s.job_id], now, s.placement, s.borrowing) for s in d.starts]
+        finished.update({job_id: "CANCELLED" for job_id in d.cancels})
+        done = {s.job_id for s in d.starts} | set(d.cancels)
+        pending = [j for j in pending if j.id not in done]
