@@ -112,3 +112,15 @@ def test_existing_configs_keep_their_old_behaviour():
     assert s.backfill and s.topology_aware and s.reservation_depth == 1
     assert (s.weight_age, s.weight_fairshare, s.weight_size, s.weight_priority) == (0, 0, 0, 1)
     assert all(q.borrow_limit_gpus is None and q.max_running_per_user is None for q in cfg.queues.values())
+
+
+def test_demo_mig_example_places_slices_on_its_mig_nodes():
+    from pathlib import Path
+
+    from adsched.config import load_config
+    from builders import run_cycle, snapshot
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "sched" / "examples" / "demo_mig.toml")
+    d = run_cycle(cfg, snapshot([job(1).mig("1g.10gb", 3), job(2).queue("release").nodes(8)]), 0.0)
+    where = {s.job_id: {a.node for a in s.placement} for s in d.starts}
+    assert where[1] <= {"mig01", "mig02"} and not where[2] & {"mig01", "mig02"}  # 8-GPU ranks avoid them
