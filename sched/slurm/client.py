@@ -1,0 +1,232 @@
+"""The one small interface adsched uses to talk to Slurm: its commands and their --json output.
+
+pyslurm has no release matching an installable Slurm, so this wraps `sbatch`, `squeue --json`,
+`sinfo --json` and `scancel`, always as argument lists (never a shell string), each with a
+timeout. A runner decides where the commands run: this host (`local_runner`) or, in tests,
+inside the mini-cluster's controller container. The JSON readers accept both 22.05's
+data_parser v0.0.38 shapes and newer ones (numbers wrapped as {"set", "number"}, states as lists).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import AdschedError, InvalidRequest
+from ..hostlist import HostlistError, expand
+
+# (argv, stdin text or None, timeout) -> (exit code, stdout, stderr)
+Runner = Callable[[list[str], "str | None", float], tuple[int, str, str]]
+
+
+class SlurmError(AdschedError):
+    pass
+
+
+def local_runner(argv: list[str], stdin: str | None, timeout: float) -> tuple[int, str, str]:
+    try:
+        r = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise SlurmError(f"{argv[0]} not found: is the Slurm client installed here?") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{argv[0]} did not answer in {timeout:.0f} s") from None
+    return r.returncode, r.stdout, r.stderr
+
+
+def _num(value: Any) -> int | None:
+    """22.05 gives plain numbers; newer parsers give {"set": bool, "infinite": bool, "number": n}."""
+    if isinstance(value, dict):
+        if value.get("infinite") or not value.get("set", True):
+            return None
+        value = value.get("number")
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _state(value: Any) -> str:
+    if isinstance(value, list):
+        return value[0] if value else ""
+    return str(value or "")
+
+
+def _gpus(tres: str | None) -> int:
+    """'gres:gpu:8', 'gres/gpu:h100:8', 'gpu:8' -> 8 (0 when no GPU is asked for)."""
+    total = 0
+    for item in (tres or "").split(","):
+        spec = re.sub(r"^gres[:/]", "", item.strip())
+        if spec == "gpu" or spec.startswith("gpu:") or spec.startswith("gpu="):
+            m = re.search(r"[:=](\d+)$", spec)
+            total += int(m.group(1)) if m else 1
+    return total
+
+
+@dataclass
+class SlurmJob:
+    id: int
+    name: str
+    user: str
+    partition: str
+    state: str
+    reason: str
+    nodes: list[str]
+    num_nodes: int
+    gpus_per_node: int
+    time_limit: int | None  # seconds
+    submit_time: float | None
+    start_time: float | None
+    end_time: float | None
+    comment: str
+    restart_count: int
+    exit_code: int | None
+    raw: dict = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def from_json(cls, j: dict) -> "SlurmJob":
+        try:
+            nodes = expand(j.get("nodes") or "")
+        except HostlistError:
+            nodes = []
+        minutes = _num(j.get("time_limit"))
+        start = _num(j.get("start_time"))
+        state = _state(j.get("job_state"))
+        exit_code = j.get("exit_code")
+        if isinstance(exit_code, dict):  # newer: {"status": [...], "return_code": {...}}
+            exit_code = _num(exit_code.get("return_code"))
+        return cls(
+            id=int(j["job_id"]),
+            name=j.get("name") or "",
+            user=j.get("user_name") or str(j.get("user_id", "")),
+            partition=j.get("partition") or "",
+            state=state,
+            reason=j.get("state_reason") or "",
+            nodes=nodes,
+            num_nodes=_num(j.get("node_count")) or len(nodes) or 1,
+            gpus_per_node=_gpus(j.get("tres_per_node")),
+            time_limit=None if minutes is None else minutes * 60,
+            submit_time=_num(j.get("submit_time")),
+            start_time=start if start and state != "PENDING" else None,
+            end_time=_num(j.get("end_time")) if state not in ("PENDING", "RUNNING") else None,
+            comment=j.get("comment") or "",
+            restart_count=_num(j.get("restart_cnt")) or 0,
+            exit_code=_num(exit_code),
+            raw=j,
+        )
+
+
+@dataclass
+class SlurmNode:
+    name: str
+    state: str  # idle, mixed, allocated, down, drained, ...
+    reason: str
+    gpus: int
+    gpus_used: int
+
+    @classmethod
+    def from_json(cls, n: dict) -> "SlurmNode":
+        state = _state(n.get("state")).lower()
+        flags = [str(f).upper() for f in (n.get("state_flags") or [])]
+        if "DRAIN" in flags:
+            state = "drained" if state in ("idle", "down") else "draining"
+        return cls(name=n.get("name") or n.get("hostname") or "", state=state, reason=n.get("reason") or "",
+                   gpus=_gpus(n.get("gres")), gpus_used=_gpus(re.sub(r"\(IDX:[^)]*\)", "", n.get("gres_used") or "")))
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    """What `adsub submit` asks of Slurm; becomes sbatch's argument list and batch script."""
+
+    command: list[str]
+    nodes: int
+    gpus_per_node: int
+    partition: str
+    time_minutes: int | None = None
+    name: str | None = None
+    max_leaves: int | None = None
+    max_leaves_wait: int | None = None  # seconds
+    workdir: str | None = None
+
+    def sbatch_args(self) -> list[str]:
+        args = ["sbatch", "--parsable", "-p", self.partition, "-N", str(self.nodes),
+                f"--gres=gpu:{self.gpus_per_node}", "--ntasks-per-node=1"]
+        if self.time_minutes is not None:
+            args += ["-t", str(self.time_minutes)]
+        if self.name:
+            args += ["-J", self.name]
+        if self.workdir:
+            args += ["-D", self.workdir]
+        if self.max_leaves is not None:  # job_submit.lua turns this into --switches=N@wait
+            wait = f";wait={self.max_leaves_wait}" if self.max_leaves_wait is not None else ""
+            args += [f"--comment=adsched:max_leaves={self.max_leaves}{wait}"]
+        return args
+
+    def script(self) -> str:
+        """One rank per node through srun; a failed rank ends the gang (--kill-on-bad-exit)."""
+        rank_env = ('export NODE_RANK="$SLURM_NODEID" NNODES="$SLURM_JOB_NUM_NODES" '
+                    'ADSCHED_NODE_RANK="$SLURM_NODEID" ADSCHED_NODENAME="$SLURMD_NODENAME"; exec "$@"')
+        return "\n".join([
+            "#!/bin/sh",
+            "# Generated by adsub: one rank per node, launcher variables, gang semantics.",
+            'export ADSCHED_JOB_ID="$SLURM_JOB_ID" ADSCHED_NNODES="$SLURM_JOB_NUM_NODES"',
+            f'export WORLD_SIZE="$((SLURM_JOB_NUM_NODES * {self.gpus_per_node}))" LOCAL_WORLD_SIZE={self.gpus_per_node}',
+            'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+            'export MASTER_PORT="$((20000 + SLURM_JOB_ID % 20000))"',
+            f"exec srun --kill-on-bad-exit=1 --ntasks-per-node=1 -- sh -c {shlex.quote(rank_env)} adsched-rank "
+            + shlex.join(self.command),
+            "",
+        ])
+
+
+class SlurmClient:
+    def __init__(self, runner: Runner = local_runner, timeout: float = 30.0):
+        self.runner = runner
+        self.timeout = timeout
+
+    def _run(self, argv: list[str], stdin: str | None = None) -> str:
+        rc, out, err = self.runner(argv, stdin, self.timeout)
+        if rc != 0:
+            message = (err or out).strip().splitlines()
+            raise SlurmError(f"{argv[0]}: {message[-1] if message else f'exit {rc}'}")
+        return out
+
+    def _json(self, argv: list[str]) -> dict:
+        out = self._run(argv)
+        try:
+            data = json.loads(out)
+        except json.JSONDecodeError as e:
+            raise SlurmError(f"{argv[0]} --json gave no JSON: {e}") from None
+        errors = [e for e in data.get("errors", []) if e]
+        if errors:
+            raise SlurmError(f"{argv[0]}: {errors[0]}")
+        return data
+
+    def submit(self, spec: SubmitSpec) -> int:
+        if not spec.command:
+            raise InvalidRequest("no command given (put it after `--`)")
+        out = self._run(spec.sbatch_args(), stdin=spec.script()).strip()
+        job_id = out.split(";")[0]
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch answered {out[:80]!r}, not a job id")
+        return int(job_id)
+
+    def jobs(self) -> list[SlurmJob]:
+        return [SlurmJob.from_json(j) for j in self._json(["squeue", "--all", "--json"]).get("jobs", [])]
+
+    def job(self, job_id: int) -> SlurmJob | None:
+        for j in self.jobs():
+            if j.id == job_id:
+                return j
+        return None
+
+    def nodes(self) -> list[SlurmNode]:
+        return [SlurmNode.from_json(n) for n in self._json(["sinfo", "--json"]).get("nodes", [])]
+
+    def cancel(self, job_id: int) -> None:
+        self._run(["scancel", str(int(job_id))])
