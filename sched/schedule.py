@@ -134,8 +134,8 @@ class Cycle:
         if self.blocker is not None:
             self.decisions.pending_reasons[job.id] = f"Priority: waiting behind job {self.blocker}"
             return
-        plain = not (job.after_ok or job.after_any or job.array_id is not None or job.id == self.focus
-                     or job.queue in self._per_user)
+        plain = not (job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
+                     or job.id == self.focus or job.queue in self._per_user)
         if plain:
             request = (job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig)
             hit = seen.get(request)
