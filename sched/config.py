@@ -95,6 +95,7 @@ class ClusterConfig:
     queues: dict[str, QueueSpec]
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     executor: str = "local"
+    backend: str = "standalone"  # "slurm": adsub talks to Slurm, which runs the jobs
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -215,6 +216,12 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
     _unknown(errs, "", data, _TOP_KEYS)
     cluster = data.get("cluster", {})
     name = cluster.get("name", "cluster") if isinstance(cluster, dict) else "cluster"
+    backend = "standalone"
+    if isinstance(cluster, dict):
+        _unknown(errs, "cluster", cluster, {"name", "backend"})
+        backend = cluster.get("backend", "standalone")
+        if backend not in ("standalone", "slurm"):
+            errs.add("cluster.backend", f"must be 'standalone' or 'slurm', got {backend!r}")
 
     nodes = _parse_nodes(errs, data.get("nodes"))
     leaves, parents = _parse_switches(errs, data.get("switches", {}), [n["name"] for n in nodes])
@@ -254,6 +261,7 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
         queues=queues,
         scheduler=sched,
         executor=executor,
+        backend=backend,
         raw=data,
     )
 
