@@ -13,13 +13,14 @@ import click
 
 from adsched.config import tomllib
 from adsched.errors import InvalidRequest
+from adsched.hostlist import compress
 from adsched.store import JobRecord, JobRequest, Store
 from adsched.timefmt import format_duration
 
 from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
 
 JOB_FILE_KEYS = {"command", "nodes", "gpus_per_node", "gpus", "queue", "time", "name", "priority", "max_leaves",
-                 "workdir", "env"}
+                 "workdir", "env", "array", "dependency", "signal", "no_requeue"}
 
 
 def _user() -> str:
@@ -54,22 +55,30 @@ def main():
 @state_option
 @click.option("-N", "--nodes", type=int, default=None, help="Nodes (ranks), all started together.  [default: 1]")
 @click.option("--gpus-per-node", type=int, default=None, help="GPUs per node.  [default: all of a node]")
-@click.option("--gpus", type=int, default=None, help="GPUs on one node, for sub-node jobs.")
+@click.option("--gpus", default=None, metavar="N|PROFILE:N",
+              help="GPUs on one node (sub-node job), or MIG slices: --gpus 1g.10gb:2.")
 @click.option("-q", "--queue", default=None, help="Queue (partition).  [default: the cluster's default]")
 @click.option("-t", "--time", "time_limit", default=None, help="Time limit: MM, HH:MM:SS or D-HH:MM:SS.")
 @click.option("-J", "--job-name", default=None, help="Job name.  [default: the command's name]")
 @click.option("--max-leaves", type=int, default=None, help="Run within at most this many leaf switches.")
 @click.option("--priority", type=int, default=None, help="Your own priority within the queue tier.")
 @click.option("-D", "--chdir", default=None, type=click.Path(), help="Working directory.  [default: here]")
+@click.option("-a", "--array", default=None, metavar="SPEC", help="A job array: 0-999%50 (at most 50 at once).")
+@click.option("-d", "--dependency", default=None, metavar="SPEC", help="afterok:ID[:ID],afterany:ID")
+@click.option("--signal", default=None, metavar="SIG[@SECS]",
+              help="Signal sent before a preemption kill, e.g. USR1@120 to checkpoint.  [default: the queue's]")
+@click.option("--no-requeue", is_flag=True, default=None, help="If preempted, cancel instead of requeueing.")
+@click.option("--test-only", is_flag=True, help="Print the estimated start and placement; submit nothing.")
 @json_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @library_errors
 def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, max_leaves, priority, chdir,
-           as_json, args):
+           array, dependency, signal, no_requeue, test_only, as_json, args):
     """Submit a job: `adsub submit -N 4 -q train -- python train.py`, or a job TOML file.
 
     A job TOML file holds the same settings (command, nodes, gpus_per_node, gpus, queue,
-    time, name, priority, max_leaves, workdir, env); flags override it.
+    time, name, priority, max_leaves, workdir, env, array, dependency, signal, no_requeue);
+    flags override it. Each array task gets ADSCHED_ARRAY_TASK_ID.
     """
     spec: dict = {}
     command = list(args)
@@ -78,22 +87,69 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
         command = spec.pop("command", [])
     for key, value in (("nodes", nodes), ("gpus_per_node", gpus_per_node), ("gpus", gpus), ("queue", queue),
                        ("time", time_limit), ("name", job_name), ("max_leaves", max_leaves),
-                       ("priority", priority), ("workdir", chdir)):
+                       ("priority", priority), ("workdir", chdir), ("array", array), ("dependency", dependency),
+                       ("signal", signal), ("no_requeue", no_requeue)):
         if value is not None:
             spec[key] = value
+    gpus = spec.get("gpus")
+    if isinstance(gpus, str):  # --gpus 2 or --gpus 1g.10gb:2
+        if gpus.strip().lstrip("-").isdigit():
+            spec["gpus"] = int(gpus)
+        else:
+            spec["mig"] = spec.pop("gpus")
     spec.setdefault("nodes", 1)
     spec.setdefault("priority", 0)
     spec["workdir"] = os.path.abspath(spec.get("workdir", "."))
     req = JobRequest(command=command, user=_user(), **spec)
-    job_id = Store(state_dir).submit(req, time.time())
+    store = Store(state_dir)
+    if test_only:
+        _print_explanation(store.test_only(req, time.time()), as_json, store, test_only=True)
+        return
+    job_id = store.submit(req, time.time())
     if as_json:
         print_json({"job_id": job_id})
+    elif array:
+        click.echo(f"Submitted job array {job_id} ({len(store.jobs_in_array(job_id))} tasks)")
     else:
         click.echo(f"Submitted job {job_id}")
 
 
-def _gpus(j: JobRecord) -> int:
-    return j.num_nodes * j.gpus_per_node
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "unknown (no capacity estimate applies)"
+    if ts <= now:
+        return "now"
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(ts))} (in {format_duration(ts - now)})"
+
+
+def _print_explanation(e, as_json: bool, store: Store, test_only: bool = False) -> None:
+    now = time.time()
+    if as_json:
+        print_json({"job_id": None if test_only else e.job_id, "queue": e.queue, "state": e.state,
+                    "position": e.position, "queue_length": e.queue_length, "reason": e.reason,
+                    "constraint": e.constraint, "waiting_for": e.waiting_for, "estimated_start": e.estimated_start,
+                    "estimated_nodes": list(e.estimated_nodes)})
+        return
+    leaf = {n.name: n.leaf for n in store.config.nodes}
+    where = compress(list(e.estimated_nodes))
+    leaves = sorted({leaf[n] for n in e.estimated_nodes})
+    head = "If submitted now" if test_only else f"Job {e.job_id}"
+    click.echo(f"{head}: queue {e.queue}, position {e.position} of {e.queue_length}")
+    if e.state == "starts":
+        click.echo(f"  starts in the next cycle on {where} ({', '.join(leaves)})")
+        return
+    click.echo(f"  {'cancelled' if e.state == 'cancelled' else 'waits'}: {e.reason}")
+    if e.waiting_for is not None:
+        click.echo(f"  waiting for job {e.waiting_for}")
+    click.echo(f"  earliest estimated start: {_when(e.estimated_start, now)}")
+    if where:
+        click.echo(f"  on: {where} ({', '.join(leaves)})")
+
+
+def _gpus(j: JobRecord) -> str:
+    if j.mig_profile:
+        return f"{j.mig_count}x{j.mig_profile}"
+    return str(j.num_nodes * j.gpus_per_node)
 
 
 def _elapsed(j: JobRecord, now: float) -> str:
@@ -151,6 +207,48 @@ def show(state_dir, job_id, as_json):
     click.echo("     History:")
     for e in events:
         click.echo(f"    {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(e['time']))}  {e['kind']}  {e['data']}")
+
+
+@main.command()
+@state_option
+@click.argument("job_id", type=int)
+@json_option
+@library_errors
+def explain(state_dir, job_id, as_json):
+    """Why is my job pending? Its position, what blocks it, its earliest estimated start and place."""
+    store = Store(state_dir)
+    job = store.job(job_id)
+    if job.state == "RUNNING" and job.preempted_by:
+        msg = {"job_id": job_id, "state": job.state, "reason": f"being preempted by job {job.preempted_by}"}
+        print_json(msg) if as_json else click.echo(f"Job {job_id}: running, {msg['reason']}")
+        return
+    if job.state != "PENDING":
+        msg = {"job_id": job_id, "state": job.state, "reason": job.reason, "nodes": job.nodelist}
+        if as_json:
+            print_json(msg)
+        else:
+            click.echo(f"Job {job_id}: {job.state}" + (f" on {job.nodelist}" if job.nodelist else "")
+                       + (f" ({job.reason})" if job.reason else ""))
+        return
+    _print_explanation(store.explain(job_id, time.time()), as_json, store)
+
+
+@main.command()
+@state_option
+@click.argument("job_id", type=int, required=False)
+@library_errors
+def checkpointed(state_dir, job_id):
+    """Report that a running job saved a checkpoint (preemption then counts less work lost).
+
+    Inside a job, the job id defaults to $ADSCHED_JOB_ID.
+    """
+    if job_id is None:
+        env_id = os.environ.get("ADSCHED_JOB_ID", "")
+        if not env_id.isdigit():
+            raise InvalidRequest("give a job id (or run inside a job, where ADSCHED_JOB_ID is set)")
+        job_id = int(env_id)
+    Store(state_dir).checkpointed(job_id, time.time())
+    click.echo(f"job {job_id}: checkpoint recorded")
 
 
 @main.command()

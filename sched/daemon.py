@@ -89,12 +89,12 @@ class Daemon:
                 self.executor.signal(job, signal.SIGKILL)
 
         # Phase 2: decide (pure).
-        snap = self.store.snapshot()
+        snap = self.store.snapshot(now)
         decisions = schedule(snap, self.store.config, now)
 
         # Phase 3: persist, then apply. A node that cannot take its rank is drained and
         # the job goes back to the queue whole (as Slurm does on a launch failure).
-        for job in self.store.record_cycle(decisions.starts, decisions.pending_reasons, now):
+        for job in self.store.record_cycle(decisions, now):
             try:
                 self.store.set_pids(job.id, self.executor.launch(job))
             except NodeFailure as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,11 @@ from typing import Iterator
 
 import sqlite_utils
 
+from . import fairshare
 from .config import ClusterConfig, ConfigError, parse_config_text
 from .errors import InvalidRequest, NotFound
+from .explain import Explanation, explain
+from .jobspec import parse_array, parse_dependency, parse_mig, parse_signal
 from .model import Job, NodeAlloc, RunningJob, Snapshot
 from .schedule import validate_job
 from .timefmt import parse_duration
@@ -56,6 +60,27 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_job ON events(job_id);
     """,
+    # 2: arrays, dependencies, MIG, quota borrowing, fair-share usage, preemption and requeue
+    """
+    ALTER TABLE jobs ADD COLUMN array_id INTEGER;
+    ALTER TABLE jobs ADD COLUMN array_index INTEGER;
+    ALTER TABLE jobs ADD COLUMN array_throttle INTEGER;
+    ALTER TABLE jobs ADD COLUMN after_ok TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN after_any TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE jobs ADD COLUMN mig_profile TEXT;
+    ALTER TABLE jobs ADD COLUMN mig_count INTEGER;
+    ALTER TABLE jobs ADD COLUMN borrowing INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN signal TEXT;
+    ALTER TABLE jobs ADD COLUMN no_requeue INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN checkpoint_time REAL;
+    ALTER TABLE jobs ADD COLUMN preempted_by INTEGER;
+    ALTER TABLE jobs ADD COLUMN begin_time REAL;
+    ALTER TABLE jobs ADD COLUMN start_tries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE allocations ADD COLUMN slices TEXT NOT NULL DEFAULT '';
+    CREATE INDEX jobs_array ON jobs(array_id);
+    CREATE TABLE usage (kind TEXT NOT NULL, name TEXT NOT NULL, gpu_hours REAL NOT NULL,
+                        PRIMARY KEY (kind, name));
+    """,
 ]
 
 
@@ -75,6 +100,11 @@ class JobRequest:
     max_leaves: int | None = None
     workdir: str = "."
     env: dict[str, str] = field(default_factory=dict)
+    array: str | None = None  # "0-999%50": task indexes, then the most running at once
+    dependency: str | None = None  # "afterok:12:13,afterany:14" (Slurm's syntax; ',' between ids works too)
+    mig: str | None = None  # "1g.10gb:2": MIG slices instead of whole GPUs
+    signal: str | None = None  # "USR1@120": signal before a preemption kill, seconds of warning
+    no_requeue: bool = False  # a preempted job is cancelled instead of requeued
 
 
 @dataclass
@@ -100,17 +130,35 @@ class JobRecord:
     nodelist: str
     restart_count: int
     cancel_requested: bool
+    array_id: int | None = None
+    array_index: int | None = None
+    array_throttle: int | None = None
+    after_ok: list[int] = field(default_factory=list)
+    after_any: list[int] = field(default_factory=list)
+    mig_profile: str | None = None
+    mig_count: int | None = None
+    borrowing: bool = False
+    signal: str | None = None
+    no_requeue: bool = False
+    checkpoint_time: float | None = None
+    preempted_by: int | None = None
+    begin_time: float | None = None
+    start_tries: int = 0
     allocations: list[dict] = field(default_factory=list)
 
     def as_job(self) -> Job:
         return Job(
             id=self.id, queue=self.queue, num_nodes=self.num_nodes, gpus_per_node=self.gpus_per_node,
             time_limit=self.time_limit, submit_time=self.submit_time, user=self.user, name=self.name,
-            priority=self.priority, max_leaves=self.max_leaves,
+            priority=self.priority, max_leaves=self.max_leaves, array_id=self.array_id,
+            array_index=self.array_index, array_throttle=self.array_throttle, after_ok=tuple(self.after_ok),
+            after_any=tuple(self.after_any),
+            mig=(self.mig_profile, self.mig_count) if self.mig_profile else None,
         )
 
     def placement(self) -> tuple[NodeAlloc, ...]:
-        return tuple(NodeAlloc(a["node"], tuple(a["gpus"])) for a in sorted(self.allocations, key=lambda a: a["rank"]))
+        return tuple(NodeAlloc(a["node"], tuple(a["gpus"]), tuple(map(tuple, a["slices"])))
+                     for a in sorted(self.allocations, key=lambda a: a["rank"]))
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -120,9 +168,10 @@ class JobRecord:
 
 def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
     row = dict(row)
-    row["command"] = json.loads(row["command"])
-    row["env"] = json.loads(row["env"])
-    row["cancel_requested"] = bool(row["cancel_requested"])
+    for key in ("command", "env", "after_ok", "after_any"):
+        row[key] = json.loads(row[key])
+    for key in ("cancel_requested", "borrowing", "no_requeue"):
+        row[key] = bool(row[key])
     return JobRecord(**row, allocations=allocs or [])
 
 
@@ -214,7 +263,13 @@ class Store:
             raise InvalidRequest("use --gpus (sub-node) or --gpus-per-node, not both")
         if req.nodes is None or req.nodes < 1:
             raise InvalidRequest(f"--nodes must be >= 1, got {req.nodes}")
-        if req.gpus is not None:
+        mig = None
+        if req.mig is not None:
+            if req.gpus is not None or req.gpus_per_node is not None or req.nodes != 1:
+                raise InvalidRequest("a MIG request (--gpus PROFILE:N) runs on one node without whole GPUs")
+            mig = parse_mig(req.mig)
+            gpn = 0
+        elif req.gpus is not None:
             if req.gpus < 1:
                 raise InvalidRequest(f"--gpus must be >= 1, got {req.gpus}")
             if req.nodes != 1:
@@ -235,10 +290,15 @@ class Store:
                 raise InvalidRequest("--time must be positive")
         else:
             time_limit = queue.default_time
+        if req.signal is not None:
+            parse_signal(req.signal)
+        after_ok, after_any = parse_dependency(req.dependency) if req.dependency else ([], [])
+        array_throttle = parse_array(req.array)[1] if req.array else None
         job = Job(
             id=job_id, queue=queue_name, num_nodes=req.nodes, gpus_per_node=gpn, time_limit=time_limit,
             submit_time=now, user=req.user, name=req.name or req.command[0].rsplit("/", 1)[-1],
-            priority=req.priority, max_leaves=req.max_leaves,
+            priority=req.priority, max_leaves=req.max_leaves, after_ok=tuple(after_ok), after_any=tuple(after_any),
+            mig=mig, array_throttle=array_throttle,
         )
         problem = validate_job(job, config)
         if problem:
@@ -246,18 +306,49 @@ class Store:
         return job
 
     def submit(self, req: JobRequest, now: float) -> int:
+        """Insert a job (or every task of an array) in one transaction; returns its id (the array's id)."""
         job = self.build_job(req, now)
+        indexes = parse_array(req.array)[0] if req.array else [None]
         with self.transaction():
-            cur = self.conn.execute(
-                "INSERT INTO jobs(name, user, queue, num_nodes, gpus_per_node, time_limit, priority, max_leaves,"
-                " command, workdir, env, state, submit_time) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job.name, job.user, job.queue, job.num_nodes, job.gpus_per_node, job.time_limit, job.priority,
-                 job.max_leaves, json.dumps(req.command), req.workdir, json.dumps(req.env), PENDING, now),
-            )
-            job_id = cur.lastrowid
-            self._event(job_id, "submit", {"queue": job.queue, "nodes": job.num_nodes,
-                                           "gpus_per_node": job.gpus_per_node}, now)
-        return job_id
+            after_ok = self._resolve_dependencies(job.after_ok)
+            after_any = self._resolve_dependencies(job.after_any)
+            first = None
+            for index in indexes:
+                cur = self.conn.execute(
+                    "INSERT INTO jobs(name, user, queue, num_nodes, gpus_per_node, time_limit, priority, max_leaves,"
+                    " command, workdir, env, state, submit_time, array_id, array_index, array_throttle, after_ok,"
+                    " after_any, mig_profile, mig_count, signal, no_requeue)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job.name, job.user, job.queue, job.num_nodes, job.gpus_per_node, job.time_limit, job.priority,
+                     job.max_leaves, json.dumps(req.command), req.workdir,
+                     json.dumps({**req.env, **({"ADSCHED_ARRAY_TASK_ID": str(index)} if index is not None else {})}),
+                     PENDING, now, first, index, job.array_throttle, json.dumps(after_ok), json.dumps(after_any),
+                     job.mig[0] if job.mig else None, job.mig[1] if job.mig else None, req.signal,
+                     int(req.no_requeue)),
+                )
+                job_id = cur.lastrowid
+                if index is not None and first is None:
+                    first = job_id
+                    self.conn.execute("UPDATE jobs SET array_id = ? WHERE id = ?", (first, job_id))
+                self._event(job_id, "submit", {"queue": job.queue, "nodes": job.num_nodes,
+                                               "gpus_per_node": job.gpus_per_node, "array_index": index}, now)
+        return first if first is not None else job_id
+
+    def jobs_in_array(self, array_id: int) -> list[int]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM jobs WHERE array_id = ? ORDER BY id", (array_id,))]
+
+    def _resolve_dependencies(self, ids: tuple[int, ...]) -> list[int]:
+        """Check the jobs exist; an array's id stands for every one of its tasks (as in Slurm)."""
+        out: list[int] = []
+        for dep in ids:
+            row = self.conn.execute("SELECT array_id FROM jobs WHERE id = ?", (dep,)).fetchone()
+            if row is None:
+                raise InvalidRequest(f"--dependency: no job {dep}")
+            if row[0] == dep:
+                out += self.jobs_in_array(dep)
+            else:
+                out.append(dep)
+        return out
 
     def cancel(self, job_id: int, now: float) -> str:
         """Cancel a job: a pending one at once, a running one by asking the daemon to stop its ranks."""
@@ -313,6 +404,7 @@ class Store:
             ):
                 a = dict(a)
                 a["gpus"] = [int(g) for g in a["gpus"].split(",") if g]
+                a["slices"] = json.loads(a["slices"]) if a["slices"] else []
                 out.setdefault(a["job_id"], []).append(a)
         return out
 
@@ -353,36 +445,81 @@ class Store:
 
     # --- the daemon ----------------------------------------------------------------------
 
-    def snapshot(self) -> Snapshot:
-        pending = tuple(r.as_job() for r in self.jobs(states=(PENDING,)))
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        """What the core needs for one cycle. With `now`, fair-share usage is brought up to date."""
+        pending_all = self.jobs(states=(PENDING,))
+        # Requeue backoff: a job is not eligible before its begin time (like Slurm's BeginTime).
+        pending = [r for r in pending_all if now is None or not r.begin_time or r.begin_time <= now]
+        running_records = self.jobs(states=(RUNNING,))
         running = tuple(
-            RunningJob(r.as_job(), r.start_time or 0.0, r.placement()) for r in self.jobs(states=(RUNNING,))
+            RunningJob(r.as_job(), r.start_time or 0.0, r.placement(), borrowing=r.borrowing)
+            for r in running_records
         )
+        deps = sorted({d for r in pending for d in (*r.after_ok, *r.after_any)})
+        finished = {}
+        for chunk in range(0, len(deps), 500):
+            ids = deps[chunk : chunk + 500]
+            for row in self.conn.execute(
+                f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(ids))})", ids
+            ):
+                if row[1] in FINAL_STATES:
+                    finished[row[0]] = row[1]
+        users, queues = self._usage(running, now)
         unavailable = frozenset(r["name"] for r in self.db.query("SELECT name FROM nodes WHERE state != 'up'"))
-        return Snapshot(pending=pending, running=running, unavailable=unavailable)
+        return Snapshot(pending=tuple(r.as_job() for r in pending), running=running, unavailable=unavailable,
+                        finished=finished, user_usage=users, queue_usage=queues)
 
-    def record_cycle(self, starts, pending_reasons: dict[int, str], now: float) -> list[JobRecord]:
+    def _usage(self, running, now: float | None) -> tuple[dict[str, float], dict[str, float]]:
+        """Decayed GPU-hours per user and queue; accrued up to `now` and saved when `now` is given."""
+        usage: dict[str, dict[str, float]] = {"user": {}, "queue": {}}
+        for row in self.conn.execute("SELECT kind, name, gpu_hours FROM usage"):
+            usage.setdefault(row[0], {})[row[1]] = row[2]
+        if now is None:
+            return usage["user"], usage["queue"]
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'usage_time'").fetchone()
+        since = float(row[0]) if row else now
+        half_life = self.config.scheduler.fairshare_half_life
+        users = fairshare.accrue(usage["user"], running, since, now, half_life, key=lambda r: r.job.user)
+        queues = fairshare.accrue(usage["queue"], running, since, now, half_life, key=lambda r: r.job.queue)
+        with self.transaction():
+            self.conn.execute("DELETE FROM usage")
+            self.conn.executemany("INSERT INTO usage(kind, name, gpu_hours) VALUES (?,?,?)",
+                                  [("user", k, v) for k, v in users.items()]
+                                  + [("queue", k, v) for k, v in queues.items()])
+            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('usage_time', ?)", (str(now),))
+        return users, queues
+
+    def record_cycle(self, decisions, now: float) -> list[JobRecord]:
         """Persist one cycle's decisions in one transaction; returns the started jobs."""
         started = []
         with self.transaction():
-            for start in starts:
+            for start in decisions.starts:
                 nodes = [a.node for a in start.placement]
                 cur = self.conn.execute(
-                    "UPDATE jobs SET state = ?, start_time = ?, reason = '', nodelist = ? WHERE id = ? AND state = ?",
-                    (RUNNING, now, ",".join(nodes), start.job_id, PENDING),
+                    "UPDATE jobs SET state = ?, start_time = ?, reason = '', nodelist = ?, borrowing = ?,"
+                    " preempted_by = NULL, checkpoint_time = NULL WHERE id = ? AND state = ?",
+                    (RUNNING, now, ",".join(nodes), int(start.borrowing), start.job_id, PENDING),
                 )
                 if cur.rowcount != 1:  # cancelled between snapshot and now: skip it
                     continue
                 self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (start.job_id,))
                 for rank, a in enumerate(start.placement):
                     self.conn.execute(
-                        "INSERT INTO allocations(job_id, rank, node, gpus) VALUES (?,?,?,?)",
-                        (start.job_id, rank, a.node, ",".join(map(str, a.gpus))),
+                        "INSERT INTO allocations(job_id, rank, node, gpus, slices) VALUES (?,?,?,?,?)",
+                        (start.job_id, rank, a.node, ",".join(map(str, a.gpus)),
+                         json.dumps([list(s) for s in a.slices]) if a.slices else ""),
                     )
-                self._event(start.job_id, "start", {"nodes": nodes, "gpus": [list(a.gpus) for a in start.placement]},
-                            now)
+                self._event(start.job_id, "start", {"nodes": nodes, "gpus": [list(a.gpus) for a in start.placement],
+                                                    "borrowing": start.borrowing}, now)
                 started.append(start.job_id)
-            for job_id, reason in pending_reasons.items():
+            for job_id, reason in decisions.cancels.items():
+                cur = self.conn.execute(
+                    "UPDATE jobs SET state = ?, reason = ?, end_time = ? WHERE id = ? AND state = ?",
+                    (CANCELLED, reason, now, job_id, PENDING),
+                )
+                if cur.rowcount == 1:
+                    self._event(job_id, "cancel", {"reason": reason}, now)
+            for job_id, reason in decisions.pending_reasons.items():
                 self.conn.execute(
                     "UPDATE jobs SET reason = ? WHERE id = ? AND state = ? AND reason != ?",
                     (reason, job_id, PENDING, reason),
@@ -393,6 +530,32 @@ class Store:
         with self.transaction():
             for rank, pid in pids.items():
                 self.conn.execute("UPDATE allocations SET pid = ? WHERE job_id = ? AND rank = ?", (pid, job_id, rank))
+
+    def explain(self, job_id: int, now: float) -> Explanation:
+        """Why a pending job waits, and its earliest estimated start and place (core's explain)."""
+        job = self.job(job_id)
+        if job.state != PENDING:
+            raise InvalidRequest(f"job {job_id} is {job.state}, not pending")
+        snap = self.snapshot()
+        if job.begin_time and job.begin_time > now:
+            raise InvalidRequest(f"job {job_id} is held until {time.strftime('%H:%M:%S', time.localtime(job.begin_time))}"
+                                 f" ({job.reason})")
+        return explain(snap, self.config, now, job_id=job_id)
+
+    def test_only(self, req: JobRequest, now: float) -> Explanation:
+        """What would happen if this request were submitted now (sbatch --test-only); writes nothing."""
+        row = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()
+        job = self.build_job(req, now, job_id=row[0])
+        return explain(self.snapshot(), self.config, now, job=job)
+
+    def checkpointed(self, job_id: int, now: float) -> None:
+        """A running job reports a checkpoint: preemption counts work lost from here."""
+        with self.transaction():
+            cur = self.conn.execute("UPDATE jobs SET checkpoint_time = ? WHERE id = ? AND state = ?",
+                                    (now, job_id, RUNNING))
+            if cur.rowcount != 1:
+                raise InvalidRequest(f"job {job_id} is not running")
+            self._event(job_id, "checkpoint", {}, now)
 
     def add_event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
         """Record something that happened outside the daemon (e.g. a Slurm hook)."""

@@ -109,3 +109,52 @@ def test_help_texts():
                         (adsched_cli.main, ["init", "run", "config", "nodes", "demo"])):
         r = CliRunner().invoke(group, ["--help"])
         assert r.exit_code == 0 and all(c in r.output for c in cmds)
+
+
+def test_array_dependency_mig_signal(state):
+    r = sub(state, "-a", "0-9%3", "-q", "debug", "--gpus", "1", "-t", "5", "--", "true")
+    assert r.exit_code == 0 and r.output == "Submitted job array 1 (10 tasks)\n"
+    store = Store(state)
+    tasks = store.jobs()
+    assert [t.array_index for t in tasks] == list(range(10)) and {t.array_id for t in tasks} == {1}
+    assert {t.array_throttle for t in tasks} == {3} and tasks[4].env["ADSCHED_ARRAY_TASK_ID"] == "4"
+    r = sub(state, "-d", "afterok:1,afterany:3", "--signal", "USR1@120", "--no-requeue", "--", "true")
+    assert r.exit_code == 0, r.output
+    job = store.job(11)
+    assert job.after_ok == list(range(1, 11)) and job.after_any == [3]  # an array id means all its tasks
+    assert (job.signal, job.no_requeue) == ("USR1@120", True)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["-a", "5-1", "--", "true"], "--array: range '5-1' is empty"),
+    (["-a", "0-3%0", "--", "true"], "--array: the %N throttle must be >= 1"),
+    (["-d", "afterok:999", "--", "true"], "--dependency: no job 999"),
+    (["-d", "before:1", "--", "true"], "--dependency: 'before' is not supported"),
+    (["--gpus", "1g.10gb:1", "--", "true"], "1g.10gb MIG slices on one node; the most any node has is 0"),
+    (["--gpus", "lots", "--", "true"], "--gpus: 'lots' is neither a GPU count nor a MIG profile"),
+    (["--signal", "KILL@5", "--", "true"], "--signal: 'KILL' is not one of"),
+])
+def test_bad_policy_input(state, args, msg):
+    r = sub(state, *args)
+    assert r.exit_code == 2 and msg in r.output and Store(state).jobs() == []
+
+
+def test_explain_and_test_only(state):
+    r = sub(state, "--test-only", "-N", "4", "--max-leaves", "1", "--", "true")
+    assert r.exit_code == 0 and "starts in the next cycle on node[01-04] (leaf1)" in r.output
+    assert Store(state).jobs() == []
+    sub(state, "-N", "2", "--", "true")
+    sub(state, "-d", "afterok:1", "--", "true")
+    r = CliRunner().invoke(adsub_cli.main, ["explain", "--state", state, "2", "--json"])
+    e = json.loads(r.output)
+    assert (e["constraint"], e["waiting_for"], e["estimated_start"]) == ("Dependency", 1, None)
+    r = CliRunner().invoke(adsub_cli.main, ["explain", "--state", state, "1"])
+    assert "position 1 of 2" in r.output and "starts in the next cycle" in r.output
+    r = CliRunner().invoke(adsub_cli.main, ["explain", "--state", state, "99"])
+    assert r.exit_code == 1 and "no job 99" in r.output
+
+
+def test_checkpointed_needs_a_running_job(state):
+    sub(state, "--", "true")
+    r = CliRunner().invoke(adsub_cli.main, ["checkpointed", "--state", state, "1"])
+    assert r.exit_code == 2 and "job 1 is not running" in r.output

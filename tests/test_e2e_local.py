@@ -147,3 +147,45 @@ def test_demo_command_runs_the_mixed_workload(tmp_path):
     assert len(jobs) >= 10 and {j["state"] for j in jobs} == {"COMPLETED"}
     gang = next(j for j in jobs if j["num_nodes"] == 4)
     assert len({a["node"] for a in gang["allocations"]}) == 4
+
+
+def test_afterok_chain_runs_in_order_and_a_failed_parent_cancels_its_child(store, tmp_path):
+    log = tmp_path / "order.log"
+    step = lambda name: py(f"open({str(log)!r}, 'a').write({name!r} + '\\n')")  # noqa: E731
+    prep = store.submit(JobRequest(step("prep"), name="prep"), time.time())
+    train = store.submit(JobRequest(step("train"), nodes=2, dependency=f"afterok:{prep}"), time.time())
+    evaluate = store.submit(JobRequest(step("eval"), dependency=f"afterok:{train}"), time.time())
+    bad = store.submit(JobRequest(py("import sys; sys.exit(1)")), time.time())
+    orphan = store.submit(JobRequest(step("never"), dependency=f"afterok:{bad}"), time.time())
+    Daemon(store, LocalExecutor(store.state_dir)).run(until_idle=True, max_seconds=60)
+    assert log.read_text().split() == ["prep", "train", "train", "eval"]  # train has 2 ranks
+    assert [store.job(j).state for j in (prep, train, evaluate, bad)] == ["COMPLETED"] * 3 + ["FAILED"]
+    o = store.job(orphan)
+    assert o.state == "CANCELLED" and o.reason == f"DependencyNeverSatisfied: job {bad} FAILED"
+
+
+def test_array_throttle_with_real_processes(store, tmp_path):
+    array = store.submit(JobRequest(py("import time; time.sleep(0.3)"), gpus=1, array="0-11%3"), time.time())
+    d = Daemon(store, LocalExecutor(store.state_dir))
+    peak = 0
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        d.cycle()
+        running = [j for j in store.jobs(states=("RUNNING",)) if j.array_id == array]
+        peak = max(peak, len(running))
+        if not store.jobs(states=("PENDING", "RUNNING")):
+            break
+        time.sleep(0.1)
+    assert peak == 3
+    assert [j.state for j in store.jobs()] == ["COMPLETED"] * 12
+
+
+def test_fair_share_usage_survives_a_daemon_restart(store):
+    job_id = store.submit(JobRequest(py("import time; time.sleep(1.2)"), nodes=2), time.time())
+    Daemon(store, LocalExecutor(store.state_dir)).run(until_idle=True, max_seconds=30)
+    assert store.job(job_id).state == "COMPLETED"
+    reopened = Store(store.state_dir)  # a new process would see the same
+    users, queues = reopened._usage((), None)
+    gpu_hours = users[store.job(job_id).user]
+    assert 16 * 1.0 / 3600 < gpu_hours < 16 * 5.0 / 3600  # 16 GPUs for ~1-2 s
+    assert queues["work"] == pytest.approx(gpu_hours)

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from adsched.errors import InvalidRequest, NotFound
-from adsched.model import NodeAlloc, Start
+from adsched.model import Decisions, NodeAlloc, Start
 from adsched.store import PENDING, RUNNING, JobRequest, Store
 
 from test_config import EXAMPLES
@@ -50,8 +50,8 @@ def test_bad_requests_write_nothing(store, bad, msg):
 
 def test_cycle_transitions_and_cancel(store):
     a, b = store.submit(req(nodes=2), 1.0), store.submit(req(), 2.0)
-    started = store.record_cycle([Start(a, (NodeAlloc("node01", tuple(range(8))), NodeAlloc("node02", tuple(range(8)))))],
-                                 {b: "Resources: x"}, 3.0)
+    placement = (NodeAlloc("node01", tuple(range(8))), NodeAlloc("node02", tuple(range(8))))
+    started = store.record_cycle(Decisions(starts=[Start(a, placement)], pending_reasons={b: "Resources: x"}), 3.0)
     assert [j.id for j in started] == [a]
     assert store.job(a).state == RUNNING and store.job(a).nodelist == "node01,node02"
     assert store.job(b).reason == "Resources: x"
