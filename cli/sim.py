@@ -9,7 +9,6 @@ The command object is `sim`; the main CLI registers it with `main.add_command(si
 from __future__ import annotations
 
 import json
-import math
 import os
 import queue as queue_mod
 import sys
@@ -73,7 +72,8 @@ def _run_one(args) -> dict:
     progress = (lambda n: progress_q.put(n)) if progress_q is not None else None
     res = simulate(workload, config, policy, check_invariants=check, progress=progress)
     span = max((t for t, _ in res.busy), default=0.0) - min((t for t, _ in res.busy), default=0.0)
-    bin_s = max(3600.0, math.ceil(span / 300 / 3600) * 3600)
+    # the shortest of hour / 6 h / day / week that keeps the plot under 400 points
+    bin_s = next((b for b in (3600.0, 21600.0, 86400.0) if span / b <= 400), 604800.0)
     return {
         "summary": metrics.summarize(res),
         "waits": metrics.wait_values(res),

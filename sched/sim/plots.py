@@ -33,13 +33,7 @@ def wait_cdf(series: dict[str, list[float]], path: Path, title: str = "") -> Pat
     ax.set_xlabel("wait time (s, log; < 1 s drawn at 1 s)")
     ax.set_ylabel("fraction of jobs")
     ax.set_ylim(0, 1.0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title or "wait time CDF")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, title or "wait time CDF", "upper left")
 
 
 def utilization(series: dict[str, tuple[list[float], list[float]]], path: Path, title: str = "",
@@ -54,9 +48,13 @@ def utilization(series: dict[str, tuple[list[float], list[float]]], path: Path, 
     ax.set_xlabel("days since the first submission")
     ax.set_ylabel(f"GPU utilization %{(' (' + bin_label + ' mean)') if bin_label else ''}")
     ax.set_ylim(0, 105)
+    return _finish(plt, fig, ax, path, title or "utilization over time", "lower right")
+
+
+def _finish(plt, fig, ax, path: Path, title: str, legend_loc: str) -> Path:
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title(title or "utilization over time")
+    ax.legend(loc=legend_loc)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
