@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,17 @@ class QueueSpec:
     # None: no limit; 0: never beyond quota. Only meaningful with quota_gpus.
     borrow_limit_gpus: int | None = None
     max_running_per_user: int | None = None  # jobs of one user running in this queue
+    # Preemption (preempt.py). `preempts`: the queues whose running jobs this queue's jobs may
+    # stop, resolved at load from `preempts = [...]` and `preempt_lower_tiers = true` (every
+    # preemptible queue of a lower tier); only preemptible queues ever appear in it.
+    preempts: tuple[str, ...] = ()
+    preempt_lower_tiers: bool = False
+    # As a victim: a job that has run less than min_run_time seconds is never preempted
+    # (Slurm's PreemptExemptTime); the daemon sends preempt_signal to every rank and kills
+    # the gang grace_period seconds later.
+    min_run_time: int = 0
+    grace_period: int = 60
+    preempt_signal: str = "TERM"
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,9 @@ class SchedulerSettings:
     weight_priority: float = 1.0
     age_max: int = 7 * 86400  # seconds of waiting at which the age factor reaches 1
     fairshare_half_life: int = 7 * 86400  # seconds; the store decays usage with it
+    # Preemption: how many blocked jobs per cycle (in priority order) may look for victims.
+    # 0: no preemption at all.
+    preemption_depth: int = 4
 
 
 @dataclass(frozen=True)
@@ -155,10 +169,12 @@ class _Errors:
 
 _NODE_KEYS = {"names", "gpus", "gpu_model", "cpus", "memory_gb", "addresses", "mig_gpus", "mig_profile"}
 _QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", "max_gpus_per_job",
-               "borrow_limit_gpus", "max_running_per_user"}
+               "borrow_limit_gpus", "max_running_per_user", "preempts", "preempt_lower_tiers", "min_run_time",
+               "grace_period", "preempt_signal"}
+PREEMPT_SIGNALS = ("TERM", "USR1", "USR2", "INT", "HUP")
 _WEIGHTS = ("weight_age", "weight_fairshare", "weight_size", "weight_priority")
 _SCHED_KEYS = {"default_queue", "cycle_interval", "backfill", "topology_aware", "reservation_depth",
-               "age_max", "fairshare_half_life", *_WEIGHTS}
+               "age_max", "fairshare_half_life", "preemption_depth", *_WEIGHTS}
 # A MIG profile "<g>g.<mem>gb" takes g of a GPU's 7 compute slices.
 MIG_PROFILE = re.compile(r"^([1-7])g\.(\d+)gb$")
 
@@ -433,8 +449,55 @@ def _parse_queues(errs: _Errors, table: Any) -> dict[str, QueueSpec]:
         out[qname] = QueueSpec(
             name=qname, tier=tier or 0, quota_gpus=quota, preemptible=pre, max_time=max_time,
             default_time=default_time or 3600, max_gpus_per_job=max_gpus,
-            borrow_limit_gpus=borrow, max_running_per_user=per_user,
+            borrow_limit_gpus=borrow, max_running_per_user=per_user, **_parse_preemption(errs, path, q),
         )
+    return _resolve_preempts(errs, table, out)
+
+
+def _parse_preemption(errs: _Errors, path: str, q: dict) -> dict:
+    """The per-queue preemption keys; `preempts` is resolved against the other queues later."""
+    out: dict = {}
+    lower = q.get("preempt_lower_tiers", False)
+    if not isinstance(lower, bool):
+        errs.add(f"{path}.preempt_lower_tiers", "must be true or false")
+        lower = False
+    out["preempt_lower_tiers"] = lower
+    for key, default in (("min_run_time", 0), ("grace_period", 60)):
+        if key in q:
+            value = _duration(errs, f"{path}.{key}", q[key])
+            out[key] = default if value is None else value
+    if "preempt_signal" in q:
+        sig = q["preempt_signal"]
+        name = sig.upper().removeprefix("SIG") if isinstance(sig, str) else None
+        if name not in PREEMPT_SIGNALS:
+            errs.add(f"{path}.preempt_signal", f"must be one of {', '.join(PREEMPT_SIGNALS)}, got {sig!r}")
+        else:
+            out["preempt_signal"] = name
+    return out
+
+
+def _resolve_preempts(errs: _Errors, table: dict, queues: dict[str, QueueSpec]) -> dict[str, QueueSpec]:
+    """QueueSpec.preempts from `preempts = [...]` and `preempt_lower_tiers`: names, sorted."""
+    out = {}
+    for name, spec in queues.items():
+        path = f"queues.{name}.preempts"
+        listed = table[name].get("preempts", [])
+        targets: set[str] = set()
+        if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+            errs.add(path, 'must be a list of queue names, e.g. ["explore", "debug"]')
+            listed = []
+        for other in listed:
+            if other == name:
+                errs.add(path, f"queue {name} cannot preempt itself")
+            elif other not in queues:
+                errs.add(path, f"unknown queue {other!r}")
+            elif not queues[other].preemptible:
+                errs.add(path, f"queue {other} is not preemptible (set queues.{other}.preemptible = true)")
+            else:
+                targets.add(other)
+        if spec.preempt_lower_tiers:
+            targets.update(o.name for o in queues.values() if o.preemptible and o.tier < spec.tier)
+        out[name] = replace(spec, preempts=tuple(sorted(targets)))
     return out
 
 
@@ -474,5 +537,7 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
             errs.add(f"scheduler.{key}", "must be longer than 0")
             value = None
         spans[key] = value or 7 * 86400
+    preemption_depth = _int(errs, "scheduler.preemption_depth", table.get("preemption_depth", 4), 0)
     return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval), **toggles,
-                             reservation_depth=1 if depth is None else depth, **weights, **spans)
+                             reservation_depth=1 if depth is None else depth, **weights, **spans,
+                             preemption_depth=4 if preemption_depth is None else preemption_depth)

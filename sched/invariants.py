@@ -8,15 +8,24 @@
     within quota_gpus, and any start keeps it within quota + borrow_limit_gpus;
   - array throttles and per-user running limits hold; a started job's dependencies are met;
   - with `now`: reservations are sound (the GPUs they hold are free by their start, and two
-    reservations never hold a GPU at the same time) and no start delays a reservation.
+    reservations never hold a GPU at the same time) and no start delays a reservation; a
+    job being preempted (this cycle or signalled earlier) counts as ending at `now`;
+  - with `now`, preemptions: a victim is a running job (so the whole gang goes), chosen once,
+    never one signalled before; it has run its queue's min_run_time and the preemptor's queue
+    may preempt its (preemptible) queue, or it is borrowing and the preemptor's queue has a
+    quota (reclaim); a preemptor whose earlier victims still run chooses no new ones; the
+    preemptor waits ("Preempting") with a Reservation at `now`; it did not fit without its
+    victims, fits with all of them, and does not fit without any one of them (minimal).
 """
 
 from __future__ import annotations
 
+from .capacity import Capacity
 from .config import ClusterConfig
 from .deps import check as check_dependencies
 from .fairshare import gpu_equiv
 from .model import Decisions, Job, Snapshot
+from .place import NoFit, find_placement
 from .reserve import conflicts
 
 
@@ -30,6 +39,9 @@ def check(snapshot: Snapshot, decisions: Decisions, config: ClusterConfig, now: 
     _limits(snapshot, decisions, config, jobs)
     if now is not None:
         _reservations(snapshot, decisions, jobs, now)
+        _preemptions(snapshot, decisions, config, jobs, now)
+    elif decisions.preemptions:
+        raise InvariantError("preemptions are checked against `now`: pass it")
     for job in snapshot.pending:
         if job.id in decisions.cancels and job.id in decisions.pending_reasons:
             raise InvariantError(f"job {job.id}: both cancelled and pending")
@@ -136,13 +148,15 @@ def _reservations(snapshot: Snapshot, decisions: Decisions, jobs: dict[int, Job]
     if len({r.job_id for r in res}) != len(res):
         raise InvariantError("a job has two reservations")
     started = {s.job_id for s in decisions.starts}
+    stopping = {p.victim_id for p in decisions.preemptions}
+    stopping.update(v for vs in snapshot.preempting.values() for v in vs)
     for r in res:
         if r.job_id in started or r.job_id not in jobs:
             raise InvariantError(f"reservation for job {r.job_id}, which is not a waiting job")
         if r.start_time < now:
             raise InvariantError(f"job {r.job_id}: reservation starts in the past")
         for run in snapshot.running:  # the promised GPUs are free by then
-            if conflicts(r, max(now, run.end_time), run.placement):
+            if conflicts(r, now if run.job.id in stopping else max(now, run.end_time), run.placement):
                 raise InvariantError(f"job {r.job_id}: reserved GPUs still held by job {run.job.id} at t={r.start_time:g}")
         for s in decisions.starts:
             if conflicts(r, now + jobs[s.job_id].time_limit, s.placement):
@@ -152,3 +166,71 @@ def _reservations(snapshot: Snapshot, decisions: Decisions, jobs: dict[int, Job]
                 other, r.start_time + jobs[r.job_id].time_limit, r.placement
             ):
                 raise InvariantError(f"reservations of jobs {r.job_id} and {other.job_id} overlap")
+
+
+def _preemptions(snapshot: Snapshot, decisions: Decisions, config: ClusterConfig, jobs: dict[int, Job],
+                 now: float) -> None:
+    if not decisions.preemptions:
+        return
+    running = {r.job.id: r for r in snapshot.running}
+    signalled = {v for vs in snapshot.preempting.values() for v in vs}
+    draining = {p for p, vs in snapshot.preempting.items() if any(v in running for v in vs)}
+    started = {s.job_id for s in decisions.starts}
+    groups: dict[int, list] = {}
+    chosen: set[int] = set()
+    for p in decisions.preemptions:
+        run, job = running.get(p.victim_id), jobs.get(p.preemptor_id)
+        if run is None:
+            raise InvariantError(f"preempted job {p.victim_id} is not running")
+        if job is None or job.id in started or job.id in decisions.cancels:
+            raise InvariantError(f"job {p.preemptor_id} preempts but is not a waiting job")
+        if p.victim_id in chosen:
+            raise InvariantError(f"job {p.victim_id} preempted twice")
+        chosen.add(p.victim_id)
+        if p.victim_id in signalled:
+            raise InvariantError(f"job {p.victim_id} was already signalled in an earlier cycle")
+        if job.id in draining:
+            raise InvariantError(f"job {job.id} chose new victims while its earlier ones still run")
+        q, vq = config.queues[job.queue], config.queues.get(run.job.queue)
+        if vq is None or now - run.start_time < vq.min_run_time:
+            raise InvariantError(f"job {run.job.id} preempted inside its exempt time")
+        allowed = vq.preemptible and vq.name in q.preempts
+        reclaim = run.borrowing and q.quota_gpus is not None and vq.name != q.name
+        if not (allowed or reclaim):
+            raise InvariantError(f"job {job.id} (queue {q.name}) may not preempt job {run.job.id} (queue {vq.name})")
+        if not decisions.pending_reasons.get(job.id, "").startswith("Preempting"):
+            raise InvariantError(f"job {job.id} preempts but its pending reason does not say so")
+        groups.setdefault(job.id, []).append(run)
+    for preemptor, victims in groups.items():
+        _victims_needed(snapshot, decisions, config, jobs[preemptor], victims, now)
+
+
+def _victims_needed(snapshot: Snapshot, decisions: Decisions, config: ClusterConfig, job: Job, victims: list,
+                    now: float) -> None:
+    """On the cycle's final capacity (its starts and every other reservation the job could not
+    backfill into held): no fit without the victims, a fit with all, none without any one."""
+    mine = [r for r in decisions.reservations if r.job_id == job.id]
+    if not mine or mine[0].start_time != now:
+        raise InvariantError(f"job {job.id} preempts but holds no reservation at now")
+    cap = Capacity(config, snapshot)
+    for k, s in enumerate(decisions.starts):
+        cap.hold(-1 - k, s.placement)
+    for r in decisions.reservations:
+        if r.job_id != job.id and r.start_time < now + job.time_limit:
+            cap.hold(r.job_id, r.placement)
+
+    def fits(stopped: list) -> bool:
+        undos = [cap.give(run.placement) for run in stopped]
+        found = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                               config.scheduler.topology_aware)
+        for undo in reversed(undos):
+            undo()
+        return not isinstance(found, NoFit)
+
+    if fits([]):
+        raise InvariantError(f"job {job.id} preempted jobs although it fit without")
+    if not fits(victims):
+        raise InvariantError(f"job {job.id} does not fit even with its victims stopped")
+    for run in victims:
+        if fits([r for r in victims if r is not run]):
+            raise InvariantError(f"job {job.id}: victim {run.job.id} was not needed")

@@ -66,6 +66,9 @@ class RunningJob:
     start_time: float
     placement: Placement
     borrowing: bool = False  # started beyond its queue's quota (Start.borrowing): reclaimable
+    # When the job last reported a checkpoint (None: never): preempting it loses the work
+    # done since then (or since start_time), which preempt.py weighs in GPU-seconds.
+    checkpoint_time: float | None = None
 
     @property
     def end_time(self) -> float:
@@ -86,6 +89,10 @@ class Snapshot:
     # Decayed GPU-hours (fairshare.py) per user and per queue, kept by the store.
     user_usage: Mapping[str, float] = field(default_factory=dict)
     queue_usage: Mapping[str, float] = field(default_factory=dict)
+    # Preemptions already signalled (by an earlier cycle's Decisions.preemptions): preemptor
+    # job id -> its victims' ids. Victims still in `running` are draining (signal sent, grace
+    # period running); the core never chooses them again, and the preemptor waits for them.
+    preempting: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +114,31 @@ class Reservation:
     placement: Placement
 
 
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    """Stop running job `victim_id` (the whole gang) so that pending `preemptor_id` can start.
+
+    The daemon signals every rank with the victim queue's preempt_signal, kills it after the
+    queue's grace_period and requeues it whole; until then its GPUs stay busy and are held
+    by the preemptor's Reservation (start_time = now).
+    """
+
+    victim_id: int
+    preemptor_id: int
+    reason: str  # e.g. "preempted by job 12 (queue release)"
+
+
 @dataclass(slots=True)
 class Decisions:
     """The result of one cycle: jobs to start now (all ranks at once) and why the rest wait.
 
     `starts` is in admission order; `cancels` maps job id -> reason for jobs that can never
-    run (a failed afterok dependency); `reservations` are the top blocked jobs' promises.
+    run (a failed afterok dependency); `reservations` are the top blocked jobs' promises;
+    `preemptions` are the running jobs to stop for a blocked higher-priority job (preempt.py).
     """
 
     starts: list[Start] = field(default_factory=list)
     pending_reasons: dict[int, str] = field(default_factory=dict)
     cancels: dict[int, str] = field(default_factory=dict)
     reservations: list[Reservation] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)

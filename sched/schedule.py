@@ -9,14 +9,21 @@ config always give the same decisions. The phases:
   3. Gate each job in that order, before any capacity is looked at: a request that can
      never run (validate_job), unmet dependencies (deps.py; a failed afterok parent cancels
      the job), array throttle and per-user running limits, then the queue quota (quota.py).
-     A job that would borrow beyond its quota is deferred to phase 5.
+     A job that would borrow beyond its quota is deferred to phase 6.
   4. Admit the within-quota jobs in order: an all-or-nothing, topology-aware placement
      (place.py) that delays no reservation (reserve.py); a gang that fits starts whole.
-     A blocked job among the first `reservation_depth` gets a Reservation. Without
-     backfill the first job that cannot start blocks every job after it.
-  5. Admit the borrowing jobs the same way, on what phase 4 left idle; their Starts are
-     marked `borrowing`.
-  6. Every job that neither starts nor is cancelled has a pending reason.
+     A blocked job goes to phase 5 at its turn; if it does not preempt and is among the
+     first `reservation_depth`, it gets a Reservation. Without backfill the first job that
+     cannot start blocks every job after it.
+  5. Preemption (preempt.py), for a blocked within-quota gang at its turn in phase 4: if its
+     queue may preempt (or reclaim borrowed GPUs) and it is among the first
+     `preemption_depth` to look, choose a minimal victim set; the victims go to
+     Decisions.preemptions and the placement they free is held for the job by a Reservation
+     at `now`, so no later job takes it while they drain. A job whose victims (from
+     Snapshot.preempting) still run chooses no new ones: it waits, holding their place.
+  6. Admit the borrowing jobs the same way as phase 4, on what phases 4-5 left idle; their
+     Starts are marked `borrowing`. Borrowers never preempt.
+  7. Every job that neither starts nor is cancelled has a pending reason.
 """
 
 from __future__ import annotations
@@ -26,9 +33,13 @@ from .config import ClusterConfig
 from .deps import CANCEL
 from .deps import check as check_dependencies
 from .fairshare import factors, gpu_equiv
-from .model import Decisions, Job, Placement, Reservation, Snapshot, Start
+from .model import Decisions, Job, Placement, Preemption, Reservation, Snapshot, Start
 from .order import order_pending
 from .place import NoFit, find_mig, find_placement
+from .preempt import choose as choose_victims
+from .preempt import may_preempt
+from .preempt import pool as victim_pool
+from .preempt import reason as preemption_reason
 from .quota import BORROW, WITHIN, Usage
 from .reserve import Timeline, earliest
 
@@ -103,6 +114,17 @@ class Cycle:
         # same state and get the same outcome, so it is remembered per request.
         self.generation = 0
         self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
+        # Preemption (phase 5): the victims of earlier cycles still running, per preemptor;
+        # how many more jobs may search this cycle; victims and preemptors of this cycle.
+        running = {r.job.id: r for r in snapshot.running}
+        self._draining = {p: tuple(running[v] for v in sorted(vs) if v in running)
+                          for p, vs in snapshot.preempting.items()}
+        self._draining = {p: runs for p, runs in self._draining.items() if runs}
+        self._special = set(self._draining) | ({focus} if focus is not None else set())
+        self._search_left = self.settings.preemption_depth
+        self._victims: list | None = None  # preempt.pool, built on first need
+        self._chosen: set[int] = set()
+        self._preemptors: set[int] = set()
 
     def run(self) -> "Cycle":
         s, snap = self.settings, self.snapshot
@@ -117,25 +139,25 @@ class Cycle:
         users, queues = factors(snap, self.config) if s.weight_fairshare else ({}, {})
         self.order = order_pending(snap.pending, self.config, self.now, users, queues)
 
-        # Phases 3 and 4: gates, then within-quota admission in order.
+        # Phases 3, 4 and 5: gates, then within-quota admission (or preemption) in order.
         borrowers: list[Job] = []
         seen: dict[tuple, tuple[int, str]] = {}
         for job in self.order:
             self._step(job, seen, borrowers)
 
-        # Phase 5: borrowing on what is left idle (quota and limits re-checked: usage grew).
+        # Phase 6: borrowing on what is left idle (quota and limits re-checked: usage grew).
         seen = {}
         for job in borrowers:
             self._step(job, seen, None)
         return self
 
     def _step(self, job: Job, seen: dict[tuple, tuple[int, str]], borrowers: list[Job] | None) -> None:
-        """Gate and admit one job; `borrowers` is None in phase 5 (borrowing is allowed)."""
+        """Gate and admit one job; `borrowers` is None in phase 6 (borrowing is allowed)."""
         if self.blocker is not None:
             self.decisions.pending_reasons[job.id] = f"Priority: waiting behind job {self.blocker}"
             return
         plain = not (job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
-                     or job.id == self.focus or job.queue in self._per_user)
+                     or job.id in self._special or job.queue in self._per_user)
         if plain:
             request = (job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig)
             hit = seen.get(request)
@@ -181,7 +203,7 @@ class Cycle:
         self.decisions.pending_reasons[job.id] = reason
         return None
 
-    # --- phases 4 and 5 ------------------------------------------------------------------
+    # --- phases 4 and 6 ------------------------------------------------------------------
 
     def _admit(self, job: Job, borrowing: bool) -> None:
         if job.mig is not None:
@@ -190,6 +212,13 @@ class Cycle:
             reason = self._admit_gang(job, borrowing)
         if reason is None:
             return
+        if job.mig is None and (not borrowing or job.id in self._draining):
+            waiting = self._preempt(job)
+            if waiting is not None:
+                self.decisions.pending_reasons[job.id] = waiting
+                if not self.settings.backfill:
+                    self.blocker = job.id
+                return
         self.decisions.pending_reasons[job.id] = reason
         if not self.settings.backfill:
             self.blocker = job.id
@@ -229,6 +258,58 @@ class Cycle:
         reason = self.failed[key] = self._why(job, picks.reason, unsafe)
         return reason
 
+    # --- phase 5 -------------------------------------------------------------------------
+
+    def _preempt(self, job: Job) -> str | None:
+        """Phase 5 for a blocked within-quota gang: its "Preempting" reason, or None."""
+        draining = self._draining.get(job.id)
+        if draining:  # victims signalled by an earlier cycle still stop: wait, choose no more
+            self._hold_freed(job, draining)
+            return f"Preempting: waiting for {_jobs([r.job.id for r in draining])} to stop"
+        if self._search_left <= 0:
+            return None
+        q = self.config.queues[job.queue]
+        if not q.preempts and q.quota_gpus is None:  # may neither preempt nor reclaim
+            return None
+        if self._victims is None:
+            self._victims = victim_pool(self.snapshot, self.config, self.cap, self.now)
+        victims = [v for v in self._victims if v.id not in self._chosen and may_preempt(job, v.run, self.config)]
+        if not victims:
+            return None
+        self._search_left -= 1
+        choice = choose_victims(self.cap, job, victims, self.settings.topology_aware)
+        if choice is None:
+            return None
+        for v in choice.victims:
+            self._chosen.add(v.id)
+            self.decisions.preemptions.append(Preemption(v.id, job.id, preemption_reason(job, v.run, self.config)))
+        self._hold(job, choice.placement)
+        return f"Preempting: waiting for {_jobs([v.id for v in choice.victims])} to stop"
+
+    def _hold_freed(self, job: Job, draining) -> None:
+        """Hold, for a job whose victims drain, where it fits once they have stopped."""
+        undos = [self.cap.give(r.placement) for r in draining]
+        picks = self._place(job)
+        placement = None
+        if not isinstance(picks, NoFit):
+            placement, undo = self.cap.take(picks)
+            undo()
+        for undo in reversed(undos):
+            undo()
+        if placement is not None:
+            self._hold(job, placement)
+
+    def _hold(self, job: Job, placement: Placement) -> None:
+        """A Reservation at `now`: the GPUs its victims free go to no one else."""
+        r = Reservation(job.id, self.now, placement)
+        self.decisions.reservations.append(r)
+        self.cap.hold(job.id, placement)
+        if self.timeline is not None:
+            self.timeline.reserved(r, job.time_limit)
+        self._preemptors.add(job.id)
+        self._unsafe.clear()
+        self.generation += 1
+
     def _place(self, job: Job):
         return find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                               self.settings.topology_aware)
@@ -258,7 +339,7 @@ class Cycle:
         if job.id != self.focus:  # explain's focus job is reserved whatever the depth
             if not self.settings.backfill:
                 return  # strict FIFO reserves nothing
-            others = len(res) if self.focus is None else sum(r.job_id != self.focus for r in res)
+            others = sum(r.job_id != self.focus and r.job_id not in self._preemptors for r in res)
             if others >= self.settings.reservation_depth:
                 return
         found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
@@ -277,6 +358,10 @@ class Cycle:
         self.generation += 1
         if self.timeline is not None:
             self.timeline.started(job, placement)
+
+
+def _jobs(ids: list[int]) -> str:
+    return f"job {ids[0]}" if len(ids) == 1 else "jobs " + ", ".join(str(i) for i in ids)
 
 
 def _nodes(placement: Placement) -> str:

@@ -101,20 +101,23 @@ class JobBuilder:
         return self._job
 
     def running_on(self, *nodes: str, gpus: tuple[int, ...] | None = None, start: float = 0.0,
-                   slices: tuple[tuple[int, int], ...] = (), borrowing: bool = False) -> RunningJob:
+                   slices: tuple[tuple[int, int], ...] = (), borrowing: bool = False,
+                   checkpoint: float | None = None) -> RunningJob:
         """This job already running on `nodes` (GPUs 0..G-1 unless given; MIG jobs: `slices`)."""
         if self._job.mig is not None:
-            return RunningJob(self._job, start, tuple(NodeAlloc(n, (), slices) for n in nodes), borrowing)
+            return RunningJob(self._job, start, tuple(NodeAlloc(n, (), slices) for n in nodes), borrowing,
+                              checkpoint)
         g = gpus if gpus is not None else tuple(range(self._job.gpus_per_node))
         self._job = replace(self._job, num_nodes=len(nodes), gpus_per_node=len(g))
-        return RunningJob(self._job, start, tuple(NodeAlloc(n, g) for n in nodes), borrowing)
+        return RunningJob(self._job, start, tuple(NodeAlloc(n, g) for n in nodes), borrowing, checkpoint)
 
 
 def job(job_id: int) -> JobBuilder:
     return JobBuilder(job_id)
 
 
-def snapshot(pending=(), running=(), unavailable=(), finished=None, user_usage=None, queue_usage=None) -> Snapshot:
+def snapshot(pending=(), running=(), unavailable=(), finished=None, user_usage=None, queue_usage=None,
+             preempting=None) -> Snapshot:
     return Snapshot(
         pending=tuple(j.build() if isinstance(j, JobBuilder) else j for j in pending),
         running=tuple(running),
@@ -122,6 +125,7 @@ def snapshot(pending=(), running=(), unavailable=(), finished=None, user_usage=N
         finished=dict(finished or {}),
         user_usage=dict(user_usage or {}),
         queue_usage=dict(queue_usage or {}),
+        preempting=dict(preempting or {}),
     )
 
 
@@ -154,13 +158,16 @@ class Case:
     want_cancels: dict = field(default_factory=dict)  # job id -> substring of the reason
     want_reservations: dict = field(default_factory=dict)  # job id -> (start time, node names)
     want_borrowing: set = field(default_factory=set)  # started job ids marked borrowing
+    want_preemptions: dict = field(default_factory=dict)  # victim id -> preemptor id
+    preempting: dict = field(default_factory=dict)  # Snapshot.preempting: signalled earlier
     now: float = 100.0
 
 
 def run_case(case: Case, default: ClusterConfig):
-    """Run a Case: invariants checked; starts, reservations and cancels must be exactly those wanted."""
+    """Run a Case: invariants checked; starts, reservations, cancels and preemptions must be
+    exactly those wanted."""
     config = case.config or default
-    snap = snapshot(case.pending, case.running, finished=case.finished)
+    snap = snapshot(case.pending, case.running, finished=case.finished, preempting=case.preempting)
     d = run_cycle(config, snap, case.now)
     starts = {s.job_id: [a.node for a in s.placement] for s in d.starts}
     for job_id, nodes in case.want_starts.items():
@@ -176,4 +183,5 @@ def run_case(case: Case, default: ClusterConfig):
     got = {r.job_id: (r.start_time, [a.node for a in r.placement]) for r in d.reservations}
     assert got == case.want_reservations
     assert {s.job_id for s in d.starts if s.borrowing} == case.want_borrowing
+    assert {p.victim_id: p.preemptor_id for p in d.preemptions} == case.want_preemptions
     return d
