@@ -2,10 +2,11 @@
 
 One cycle (`Daemon.cycle`):
   1. Reap: read which ranks ended; apply the gang rule (one failed rank fails the job,
-     the others are stopped), cancellations and time limits. Stopping sends SIGTERM,
-     then SIGKILL after `kill_wait` seconds; the job ends once every rank is gone.
+     the others are stopped), cancellations, preemptions, gang start timeouts and time
+     limits. Stopping sends a signal (SIGTERM, or the preemption signal), then SIGKILL
+     after a grace period; the job ends (or is requeued whole) once every rank is gone.
   2. Decide: snapshot from the store -> schedule() -> decisions (pure).
-  3. Persist the decisions in one transaction, then launch what started.
+  3. Persist the decisions in one transaction, launch what started, signal preemption victims.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import AdschedError, NodeFailure
+from .jobspec import SIGNALS, parse_signal
 from .executors import Executor, RankEnd
 from .schedule import schedule
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, JobRecord, Store
@@ -28,65 +30,119 @@ class CycleReport:
     now: float
     started: list[int] = field(default_factory=list)
     ended: dict[int, str] = field(default_factory=dict)
+    preempted: list[int] = field(default_factory=list)
     pending: int = 0
     running: int = 0
 
 
+REQUEUE = "REQUEUE"  # not a final state: the job goes back to PENDING whole
+
+
 @dataclass(frozen=True)
 class Verdict:
-    state: str
+    """How a running job will end once its ranks are gone, and how to stop them meanwhile."""
+
+    state: str  # a final state, or REQUEUE
     reason: str
     exit_code: int | None  # None: taken from the ranks when they are all gone
-    kill_at: float  # when stopping escalates from SIGTERM to SIGKILL
-
-
-def _verdict(job: JobRecord, ends: list[RankEnd], now: float, kill_wait: float) -> Verdict | None:
-    """Whether a running job is over (or must be stopped), and why. None: let it run."""
-    if job.cancel_requested:
-        return Verdict(CANCELLED, "cancelled by user", None, now + kill_wait)
-    failed = sorted((e for e in ends if e.exit_code != 0), key=lambda e: e.rank)
-    if failed:  # the gang rule: the first failure decides, the other ranks are stopped
-        e = failed[0]
-        how = f"killed by signal {-e.exit_code}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
-        return Verdict(FAILED, f"rank {e.rank} on {job.allocations[e.rank]['node']} {how}", e.exit_code,
-                       now + kill_wait)
-    if job.start_time is not None and now >= job.start_time + job.time_limit:
-        return Verdict(TIMEOUT, "time limit reached", None, now + kill_wait)
-    if len(ends) == len(job.allocations):
-        return Verdict(COMPLETED, "", 0, now)
-    return None
+    kill_at: float  # when stopping escalates to SIGKILL
+    signum: int = signal.SIGTERM  # what stopping sends first
+    begin_time: float | None = None  # REQUEUE: not eligible again before this (start backoff)
+    start_try: bool = False  # REQUEUE after a gang start timeout: counts towards giving up
 
 
 class Daemon:
     def __init__(self, store: Store, executor: Executor, clock: Callable[[], float] = time.time,
-                 kill_wait: float = 5.0):
+                 kill_wait: float = 5.0, start_timeout: float = 300.0, start_tries: int = 3,
+                 start_backoff: float = 30.0):
         self.store = store
         self.executor = executor
         self.clock = clock
-        self.kill_wait = kill_wait
+        self.kill_wait = kill_wait  # SIGTERM -> SIGKILL when stopping for any reason but preemption
+        # Gang start timeout (Kueue #4803): every rank must be running within `start_timeout`
+        # of the start, else the gang is stopped and requeued after start_backoff * 2^(try-1);
+        # after `start_tries` tries it fails.
+        self.start_timeout = start_timeout
+        self.start_tries = start_tries
+        self.start_backoff = start_backoff
         self._stopping: dict[int, Verdict] = {}  # jobs being stopped, and how they will end
+
+    def _decide(self, job: JobRecord, ends: list[RankEnd], now: float) -> Verdict | None:
+        """Whether a running job is over (or must be stopped), and why. None: let it run."""
+        if job.cancel_requested:
+            return Verdict(CANCELLED, "cancelled by user", None, now + self.kill_wait)
+        if job.preempted_by:  # before the rank check: the preemption signal makes ranks exit non-zero
+            return self._preemption_verdict(job, now)
+        failed = sorted((e for e in ends if e.exit_code != 0), key=lambda e: e.rank)
+        if failed:  # the gang rule: the first failure decides, the other ranks are stopped
+            e = failed[0]
+            how = f"killed by signal {-e.exit_code}" if e.exit_code < 0 else f"exited with code {e.exit_code}"
+            return Verdict(FAILED, f"rank {e.rank} on {job.allocations[e.rank]['node']} {how}", e.exit_code,
+                           now + self.kill_wait)
+        if job.start_time is not None and now - job.start_time >= self.start_timeout:
+            up = self.executor.started(job) | {e.rank for e in ends}
+            if len(up) < len(job.allocations):
+                missing = sorted(set(range(len(job.allocations))) - up)
+                why = f"ranks {missing} not running {self.start_timeout:g} s after the gang started"
+                if job.start_tries + 1 >= self.start_tries:
+                    return Verdict(FAILED, f"{why} ({job.start_tries + 1} tries)", None, now + self.kill_wait)
+                backoff = self.start_backoff * 2 ** job.start_tries
+                return Verdict(REQUEUE, f"{why}; retry after {backoff:g} s", None, now + self.kill_wait,
+                               begin_time=now + backoff, start_try=True)
+        if job.start_time is not None and now >= job.start_time + job.time_limit:
+            return Verdict(TIMEOUT, "time limit reached", None, now + self.kill_wait)
+        if len(ends) == len(job.allocations):
+            return Verdict(COMPLETED, "", 0, now)
+        return None
+
+    def _preemption_verdict(self, job: JobRecord, now: float) -> Verdict:
+        """The job's own --signal SIG@SECS if it gave one, else its queue's signal and grace period."""
+        queue = self.store.config.queues.get(job.queue)
+        signum = SIGNALS.get(getattr(queue, "preempt_signal", "TERM"), signal.SIGTERM)
+        grace = float(getattr(queue, "grace_period", self.kill_wait))
+        if job.signal:
+            signum, secs = parse_signal(job.signal)
+            grace = float(secs) if secs is not None else grace
+        reason = f"preempted by job {job.preempted_by}"
+        state = CANCELLED if job.no_requeue else REQUEUE
+        return Verdict(state, reason, None, now + grace, signum=signum)
+
+    def _stop(self, job: JobRecord, verdict: Verdict, now: float) -> None:
+        """First call: send the verdict's signal; past its deadline: SIGKILL."""
+        if job.id not in self._stopping:
+            self._stopping[job.id] = verdict
+            self.executor.signal(job, verdict.signum)
+        elif now >= verdict.kill_at:
+            self.executor.signal(job, signal.SIGKILL)
+
+    def _end(self, job: JobRecord, verdict: Verdict, ends: list[RankEnd], now: float) -> None:
+        self._stopping.pop(job.id, None)
+        if verdict.state == REQUEUE:
+            self.store.requeue(job.id, verdict.reason, now, begin_time=verdict.begin_time,
+                               start_try=verdict.start_try)
+        else:
+            code = verdict.exit_code if verdict.exit_code is not None else _job_exit_code(ends)
+            self.store.finish(job.id, verdict.state, code, verdict.reason, now)
 
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
 
-        # Phase 1: reap and enforce the gang rule.
+        # Phase 1: reap; enforce the gang rule, cancellations, preemptions, start timeouts
+        # and time limits; pick up checkpoints jobs reported through their checkpoint file.
         for job in self.store.jobs(states=(RUNNING,)):
             ends = self.executor.ended(job)
-            verdict = self._stopping.get(job.id) or _verdict(job, ends, now, self.kill_wait)
+            checkpoint = self.executor.checkpoint_time(job)
+            if checkpoint and (job.checkpoint_time is None or checkpoint > job.checkpoint_time):
+                self.store.checkpointed(job.id, checkpoint)
+            verdict = self._stopping.get(job.id) or self._decide(job, ends, now)
             if verdict is None:
                 continue
             if len(ends) == len(job.allocations):
-                code = verdict.exit_code if verdict.exit_code is not None else _job_exit_code(ends)
-                self.store.finish(job.id, verdict.state, code, verdict.reason, now)
-                self._stopping.pop(job.id, None)
+                self._end(job, verdict, ends, now)
                 report.ended[job.id] = verdict.state
                 continue
-            if job.id not in self._stopping:
-                self._stopping[job.id] = verdict
-                self.executor.signal(job, signal.SIGTERM)
-            elif now >= verdict.kill_at:
-                self.executor.signal(job, signal.SIGKILL)
+            self._stop(job, verdict, now)
 
         # Phase 2: decide (pure).
         snap = self.store.snapshot(now)
@@ -103,6 +159,13 @@ class Daemon:
                 self.store.requeue(job.id, f"launch failed: {e}", now)
                 continue
             report.started.append(job.id)
+        # Preemption: signal the victims now; they end (requeued whole) when their ranks are gone,
+        # and the core keeps their GPUs for the preemptor meanwhile (Snapshot.preempting).
+        for p in decisions.preemptions:
+            victim = self.store.mark_preempted(p.victim_id, p.preemptor_id, p.reason, now)
+            if victim is not None:
+                self._stop(victim, self._preemption_verdict(victim, now), now)
+                report.preempted.append(p.victim_id)
         report.pending = len(snap.pending) - len(report.started)
         report.running = len(snap.running) + len(report.started)
         return report

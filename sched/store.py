@@ -452,9 +452,14 @@ class Store:
         pending = [r for r in pending_all if now is None or not r.begin_time or r.begin_time <= now]
         running_records = self.jobs(states=(RUNNING,))
         running = tuple(
-            RunningJob(r.as_job(), r.start_time or 0.0, r.placement(), borrowing=r.borrowing)
+            RunningJob(r.as_job(), r.start_time or 0.0, r.placement(), borrowing=r.borrowing,
+                       checkpoint_time=r.checkpoint_time)
             for r in running_records
         )
+        preempting: dict[int, list[int]] = {}
+        for r in running_records:
+            if r.preempted_by:
+                preempting.setdefault(r.preempted_by, []).append(r.id)
         deps = sorted({d for r in pending for d in (*r.after_ok, *r.after_any)})
         finished = {}
         for chunk in range(0, len(deps), 500):
@@ -467,7 +472,8 @@ class Store:
         users, queues = self._usage(running, now)
         unavailable = frozenset(r["name"] for r in self.db.query("SELECT name FROM nodes WHERE state != 'up'"))
         return Snapshot(pending=tuple(r.as_job() for r in pending), running=running, unavailable=unavailable,
-                        finished=finished, user_usage=users, queue_usage=queues)
+                        finished=finished, user_usage=users, queue_usage=queues,
+                        preempting={k: tuple(v) for k, v in preempting.items()})
 
     def _usage(self, running, now: float | None) -> tuple[dict[str, float], dict[str, float]]:
         """Decayed GPU-hours per user and queue; accrued up to `now` and saved when `now` is given."""
@@ -562,17 +568,34 @@ class Store:
         with self.transaction():
             self._event(job_id, kind, data, now)
 
-    def requeue(self, job_id: int, reason: str, now: float) -> None:
-        """Put a running job back to PENDING whole: allocations dropped, restart count + 1."""
+    def requeue(self, job_id: int, reason: str, now: float, begin_time: float | None = None,
+                start_try: bool = False) -> None:
+        """Put a running job back to PENDING whole: allocations dropped, restart count + 1.
+
+        `begin_time`: not eligible before (backoff); `start_try`: the gang failed to start.
+        """
         with self.transaction():
             cur = self.conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, start_time = NULL, nodelist = '', cancel_requested = 0,"
-                " restart_count = restart_count + 1 WHERE id = ? AND state = ?",
-                (PENDING, reason, job_id, RUNNING),
+                " restart_count = restart_count + 1, preempted_by = NULL, borrowing = 0, begin_time = ?,"
+                " start_tries = start_tries + ? WHERE id = ? AND state = ?",
+                (PENDING, reason, begin_time, int(start_try), job_id, RUNNING),
             )
             if cur.rowcount == 1:
                 self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (job_id,))
-                self._event(job_id, "requeue", {"reason": reason}, now)
+                self._event(job_id, "requeue", {"reason": reason, "begin_time": begin_time}, now)
+
+    def mark_preempted(self, victim: int, preemptor: int, reason: str, now: float) -> JobRecord | None:
+        """Record the core's preemption decision; the daemon then stops the victim's ranks."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "UPDATE jobs SET preempted_by = ?, reason = ? WHERE id = ? AND state = ? AND preempted_by IS NULL",
+                (preemptor, reason, victim, RUNNING),
+            )
+            if cur.rowcount != 1:
+                return None
+            self._event(victim, "preempt", {"by": preemptor, "reason": reason}, now)
+        return self.job(victim)
 
     def finish(self, job_id: int, state: str, exit_code: int | None, reason: str, now: float) -> None:
         assert state in FINAL_STATES

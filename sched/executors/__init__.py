@@ -31,8 +31,14 @@ class Executor(Protocol):
     def signal(self, job: JobRecord, signum: int) -> None:
         """Send a signal to every live rank of the job (its whole process group)."""
 
+    def started(self, job: JobRecord) -> set[int]:
+        """Ranks whose command is running or has run (for the gang start timeout)."""
 
-def rank_env(job: JobRecord, rank: int, master_addr: str) -> dict[str, str]:
+    def checkpoint_time(self, job: JobRecord) -> float | None:
+        """When the job last touched its checkpoint file ($ADSCHED_CHECKPOINT_FILE), if known."""
+
+
+def rank_env(job: JobRecord, rank: int, master_addr: str, state_dir: os.PathLike) -> dict[str, str]:
     """What a training launcher (torchrun, DeepSpeed, a plain script) needs to find its gang."""
     alloc = job.allocations[rank]
     nodes = [a["node"] for a in job.allocations]
@@ -53,10 +59,18 @@ def rank_env(job: JobRecord, rank: int, master_addr: str) -> dict[str, str]:
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(20000 + job.id % 20000),
         "CUDA_VISIBLE_DEVICES": ",".join(map(str, alloc["gpus"])),
+        "ADSCHED_CHECKPOINT_FILE": checkpoint_file(state_dir, job.id),
     }
+    if alloc.get("slices"):  # MIG: which slices of which GPUs this rank holds
+        env["ADSCHED_MIG_SLICES"] = ",".join(f"{g}:{s}" for g, s in alloc["slices"])
     env.update({k: str(v) for k, v in job.env.items()})
     return env
 
 
 def job_dir(state_dir: os.PathLike, job_id: int) -> str:
     return os.path.join(os.fspath(state_dir), "jobs", str(job_id))
+
+
+def checkpoint_file(state_dir: os.PathLike, job_id: int) -> str:
+    """Touching this file reports a checkpoint (as `adsub checkpointed` does)."""
+    return os.path.join(job_dir(state_dir, job_id), "checkpoint")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from ..store import JobRecord
-from . import RankEnd, job_dir, rank_env
+from . import RankEnd, checkpoint_file, job_dir, rank_env
 
 
 class LocalExecutor:
@@ -27,11 +27,11 @@ class LocalExecutor:
         pids = {}
         for rank in range(len(job.allocations)):
             base = os.path.join(d, f"rank-{rank}")
-            for suffix in (".rc", ".rc.tmp"):
+            for suffix in (".rc", ".rc.tmp", ".rc.started"):
                 if os.path.exists(base + suffix):
                     os.remove(base + suffix)  # a requeued job starts clean
             env = dict(os.environ)
-            env.update(rank_env(job, rank, master_addr="127.0.0.1"))
+            env.update(rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir))
             with open(base + ".out", "ab") as out, open(base + ".err", "ab") as err:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "adsched.executors.rankwrap", base + ".rc", "--", *job.command],
@@ -56,6 +56,16 @@ class LocalExecutor:
             elif gone:
                 ends.append(RankEnd(job.id, a["rank"], -signal.SIGKILL))  # wrapper killed before it could write
         return ends
+
+    def started(self, job: JobRecord) -> set[int]:
+        d = job_dir(self.state_dir, job.id)
+        return {a["rank"] for a in job.allocations if os.path.exists(os.path.join(d, f"rank-{a['rank']}.rc.started"))}
+
+    def checkpoint_time(self, job: JobRecord) -> float | None:
+        try:
+            return os.stat(checkpoint_file(self.state_dir, job.id)).st_mtime
+        except OSError:
+            return None
 
     def signal(self, job: JobRecord, signum: int) -> None:
         for a in job.allocations:

@@ -80,10 +80,11 @@ class SSHExecutor:
         pids = {}
         for rank, alloc in enumerate(job.allocations):
             base = f"{d}/rank-{rank}"
-            env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]])
+            env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]],
+                           state_dir=self.state_dir)
             cmd = " ".join(shlex.quote(c) for c in job.command)
             script = (
-                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} && "
+                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} {shlex.quote(base + '.rc.started')} && "
                 f"cd {shlex.quote(job.workdir)} 2>/dev/null || cd /; "
                 f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
                 f"setsid {shlex.quote(self.settings.python)} -m adsched.executors.rankwrap "
@@ -122,6 +123,21 @@ class SSHExecutor:
                 elif len(parts) == 2 and parts[1] == "gone":
                     ends.append(RankEnd(job.id, int(parts[0]), -signals.SIGKILL))
         return ends
+
+    def started(self, job: JobRecord) -> set[int]:
+        d = job_dir(self.state_dir, job.id)
+        up: set[int] = set()
+        by_node: dict[str, list[int]] = {}
+        for a in job.allocations:
+            by_node.setdefault(a["node"], []).append(a["rank"])
+        for node, ranks in by_node.items():
+            test = "; ".join(f"[ -f {shlex.quote(f'{d}/rank-{r}.rc.started')} ] && echo {r}" for r in ranks)
+            _, out, _ = self._run(node, test + "; true")
+            up |= {int(x) for x in out.split() if x.isdigit()}
+        return up
+
+    def checkpoint_time(self, job: JobRecord) -> float | None:
+        return None  # the file lives on the nodes; jobs there report with `adsub checkpointed`
 
     def signal(self, job: JobRecord, signum: int) -> None:
         by_node: dict[str, list[int]] = {}
