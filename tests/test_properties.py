@@ -16,10 +16,10 @@ from adsched.schedule import schedule
 from builders import cluster, with_settings
 
 QUEUES = {
-    "hi": {"tier": 5, "quota_gpus": 24, "borrow_limit_gpus": 8},
-    "lo": {"tier": 1, "quota_gpus": 16},
-    "cap": {"tier": 1, "quota_gpus": 8, "borrow_limit_gpus": 0, "max_running_per_user": 2},
-    "open": {"tier": 0},
+    "hi": {"tier": 5, "quota_gpus": 24, "borrow_limit_gpus": 8, "preempt_lower_tiers": True},
+    "lo": {"tier": 1, "quota_gpus": 16, "preemptible": True, "min_run_time": "5:00"},
+    "cap": {"tier": 1, "quota_gpus": 8, "borrow_limit_gpus": 0, "max_running_per_user": 2, "preempts": ["open"]},
+    "open": {"tier": 0, "preemptible": True},
 }
 MIG = {"names": "m[1-2]", "gpus": 4, "mig_gpus": 2, "mig_profile": {"1g.10gb": 4, "3g.40gb": 1}}
 STATES = ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"]
@@ -37,6 +37,7 @@ def clusters(draw):
         backfill=draw(st.booleans()),
         topology_aware=draw(st.booleans()),
         reservation_depth=draw(st.integers(0, 3)),
+        preemption_depth=draw(st.sampled_from([0, 1, 4])),
         weight_age=draw(st.sampled_from([0.0, 10.0])),
         weight_fairshare=draw(st.sampled_from([0.0, 10.0])),
         weight_size=draw(st.sampled_from([0.0, 10.0])),
@@ -83,7 +84,9 @@ def random_snapshot(cfg, seed: int, n_running: int, n_pending: int, now: float) 
                 continue
             placement, _ = cap.take(picks)
         # some overdue (ended by their limit but not yet reaped), most still inside it
-        running.append(RunningJob(j, now - rng.uniform(0, 1.2 * j.time_limit), placement, rng.random() < 0.2))
+        start = now - rng.uniform(0, 1.2 * j.time_limit)
+        checkpoint = rng.choice([None, start + rng.uniform(0, now - start)])
+        running.append(RunningJob(j, start, placement, rng.random() < 0.2, checkpoint))
     pending = tuple(random_job(rng, 1 + k, cfg, now) for k in range(n_pending))
     unavailable = frozenset(n.name for n in cfg.nodes if rng.random() < 0.1)
     finished = {500 + k: rng.choice(STATES) for k in range(11) if rng.random() < 0.6}
@@ -133,3 +136,119 @@ def test_invariants_hold_over_many_cycles(cfg, seed):
         finished.update({job_id: "CANCELLED" for job_id in d.cancels})
         done = {s.job_id for s in d.starts} | set(d.cancels)
         pending = [j for j in pending if j.id not in done]
+
+
+NOW = 10_000.0
+
+
+def _fits(cfg, snap: Snapshot, d, job: Job, stopped: list[RunningJob]) -> bool:
+    """Does `job` fit on what the cycle left (starts and other reservations taken) once
+    `stopped` have ended? Built here from the snapshot, not from the cycle's own Capacity."""
+    cap = Capacity(cfg, snap)
+    for k, s in enumerate(d.starts):
+        cap.hold(-1 - k, s.placement)
+    for r in d.reservations:
+        if r.job_id != job.id and r.start_time < NOW + job.time_limit:
+            cap.hold(r.job_id, r.placement)
+    for run in stopped:
+        cap.give(run.placement)
+    found = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, cfg.scheduler.topology_aware)
+    return not isinstance(found, NoFit)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(10, 30), n_pending=st.integers(1, 20))
+def test_no_preemption_stops_a_job_that_was_not_needed(cfg, seed, n_running, n_pending):
+    cfg = with_settings(cfg, preemption_depth=4)
+    snap = random_snapshot(cfg, seed, n_running, n_pending, NOW)
+    d = schedule(snap, cfg, NOW)
+    check(snap, d, cfg, now=NOW)
+    running = {r.job.id: r for r in snap.running}
+    pending = {j.id: j for j in snap.pending}
+    by_preemptor: dict[int, list[RunningJob]] = {}
+    for p in d.preemptions:
+        by_preemptor.setdefault(p.preemptor_id, []).append(running[p.victim_id])
+    for preemptor, victims in by_preemptor.items():
+        job = pending[preemptor]
+        assert not _fits(cfg, snap, d, job, [])
+        assert _fits(cfg, snap, d, job, victims)
+        for v in victims:
+            assert not _fits(cfg, snap, d, job, [r for r in victims if r is not v]), f"victim {v.job.id} unneeded"
+        assert all(NOW - v.start_time >= cfg.queues[v.job.queue].min_run_time for v in victims)
+
+
+def test_the_random_workloads_do_preempt():
+    """The property above is not vacuous: its workloads preempt, and with a choice of victims."""
+    cfg = with_settings(cluster(leaves=2, nodes_per_leaf=4, gpus=8, spines=1, queues=QUEUES,
+                                scheduler={"default_queue": "open"}), preemption_depth=4)
+    counts = [len(schedule(s, cfg, NOW).preemptions)
+              for s in (random_snapshot(cfg, seed, 25, 15, NOW) for seed in range(40))]
+    assert sum(1 for c in counts if c) >= 5 and max(counts) >= 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=clusters(), seed=st.integers(0, 10**6))
+def test_preemptions_applied_over_many_cycles_keep_the_invariants(cfg, seed):
+    """Like the multi-cycle test, with the daemon's part played: victims drain for one cycle
+    (Snapshot.preempting), then are requeued whole. No victim is chosen twice, and a preemptor
+    whose victims drain chooses no new ones."""
+    rng = random.Random(seed)
+    snap = random_snapshot(cfg, seed, 15, 10, 0.0)
+    running, pending = list(snap.running), list(snap.pending)
+    preempting: dict[int, tuple[int, ...]] = {}
+    signalled_at: dict[int, int] = {}  # victim -> cycle it was chosen in
+    next_id = 3000
+    for k in range(10):
+        now = 300.0 * k
+        running = [r for r in running if r.end_time > now]
+        # victims chosen two cycles ago have stopped: back to pending, whole
+        stopped = {v for v, at in signalled_at.items() if at <= k - 2}
+        pending += [r.job for r in running if r.job.id in stopped]
+        running = [r for r in running if r.job.id not in stopped]
+        live = {r.job.id for r in running}
+        preempting = {p: vs for p, vs in preempting.items() if any(v in live for v in vs)}
+        for _ in range(rng.randint(0, 3)):
+            pending.append(random_job(rng, next_id, cfg, now))
+            next_id += 1
+        pending = [replace(j, after_ok=(), after_any=()) for j in pending]
+        snap = Snapshot(tuple(pending), tuple(running), snap.unavailable, {}, preempting=dict(preempting))
+        d = schedule(snap, cfg, now)
+        check(snap, d, cfg, now=now)
+        assert schedule(snap, cfg, now) == d
+        for p in d.preemptions:
+            assert p.victim_id not in signalled_at and p.preemptor_id not in snap.preempting
+            signalled_at[p.victim_id] = k
+            preempting[p.preemptor_id] = preempting.get(p.preemptor_id, ()) + (p.victim_id,)
+        for p, vs in snap.preempting.items():
+            if p not in {s.job_id for s in d.starts}:
+                assert d.pending_reasons[p].startswith("Preempting")
+        by_id = {j.id: j for j in pending}
+        running += [RunningJob(by_id[s.job_id], now, s.placement, s.borrowing) for s in d.starts]
+        done = {s.job_id for s in d.starts} | set(d.cancels)
+        pending = [j for j in pending if j.id not in done]
+        preempting = {p: vs for p, vs in preempting.items() if p not in done}
+
+
+@FAST
+@given(cfg=clusters(), seed=st.integers(0, 10**6), now=st.sampled_from([0.0, 500.0, 10**7]))
+def test_order_is_the_documented_key_tuple(cfg, seed, now):
+    """order_pending (stable sorts on number lists) equals one sort on the key tuples."""
+    from adsched.fairshare import factors, gpu_equiv
+    from adsched.order import order_pending
+
+    snap = random_snapshot(cfg, seed, 0, 60, 1000.0)
+    s = cfg.scheduler
+    users, queues = factors(snap, cfg)
+    total = sum(n.whole_gpus for n in cfg.nodes) or 1
+
+    def key(j: Job):
+        waited = now - j.submit_time
+        score = (s.weight_priority * j.priority
+                 + (s.weight_age if waited >= s.age_max else max(0.0, waited) * (s.weight_age / s.age_max))
+                 + s.weight_fairshare * users.get(j.user, 1.0) * queues.get(j.queue, 1.0)
+                 + (j.num_nodes * j.gpus_per_node if j.mig is None else gpu_equiv(j)) * (s.weight_size / total))
+        return (-cfg.queues[j.queue].tier, -score, j.submit_time, j.id)
+
+    shuffled = list(snap.pending)
+    random.Random(seed).shuffle(shuffled)
+    assert order_pending(shuffled, cfg, now, users, queues) == sorted(snap.pending, key=key)
