@@ -10,6 +10,11 @@ a reservation whatever the depth (reserve.py), and reads off:
     this cycle, else its reservation; None when no capacity estimate applies (a dependency,
     a quota, a limit) or the job can never fit.
 For `--test-only` pass `job=` a Job that is not pending (an id no pending job has).
+
+Preemption: a pending job that stops others has constraint "Preempting" and `preempting`
+lists its victims (chosen now or signalled earlier and still running). A *running* job may be
+explained too: state "preempted" with `preempted_by` when a cycle chose it as a victim (now,
+or earlier per Snapshot.preempting), else state "running".
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class Explanation:
     waiting_for: int | None  # the job whose reservation, position or result it waits on
     estimated_start: float | None
     estimated_placement: Placement = ()
+    preempting: tuple[int, ...] = ()  # the running jobs this job waits on to stop
+    preempted_by: int | None = None  # for a running job being preempted: the job it makes way for
 
     @property
     def estimated_nodes(self) -> tuple[str, ...]:
@@ -54,7 +61,10 @@ def explain(
         raise ValueError("explain needs job_id or job")
     target = next((j for j in snapshot.pending if j.id == job_id), None)
     if target is None:
-        raise KeyError(f"job {job_id} is not pending")
+        run = next((r for r in snapshot.running if r.job.id == job_id), None)
+        if run is None:
+            raise KeyError(f"job {job_id} is neither pending nor running")
+        return _running(snapshot, config, now, run.job)
 
     cycle = Cycle(snapshot, config, now, focus=job_id).run()
     d = cycle.decisions
@@ -69,12 +79,36 @@ def explain(
     reason = d.cancels[job_id] if cancelled else d.pending_reasons[job_id]
     blocker = _JOB.search(reason)
     res = next((r for r in d.reservations if r.job_id == job_id), None)
+    running = {r.job.id for r in snapshot.running}
+    victims = tuple(p.victim_id for p in d.preemptions if p.preemptor_id == job_id) or tuple(
+        v for v in snapshot.preempting.get(job_id, ()) if v in running)
+    victims = victims if reason.startswith("Preempting") else ()
     return Explanation(
         **common,
         state="cancelled" if cancelled else "pending",
         reason=reason,
         constraint=reason.split(":", 1)[0],
-        waiting_for=int(blocker.group(1)) if blocker else None,
+        waiting_for=int(blocker.group(1)) if blocker else (victims[0] if victims else None),
         estimated_start=res.start_time if res else None,
         estimated_placement=res.placement if res else (),
+        preempting=victims,
+    )
+
+
+def _running(snapshot: Snapshot, config: ClusterConfig, now: float, job: Job) -> Explanation:
+    """A running job: is it being preempted, and for whom?"""
+    by = next((p for p, vs in sorted(snapshot.preempting.items()) if job.id in vs), None)
+    reason = None
+    if by is not None:
+        reason = f"Preempted: signalled for job {by}; stopping"
+    else:
+        cycle = Cycle(snapshot, config, now).run()
+        chosen = next((p for p in cycle.decisions.preemptions if p.victim_id == job.id), None)
+        if chosen is not None:
+            by, reason = chosen.preemptor_id, "Preempted: " + chosen.reason
+    mates = sum(1 for j in snapshot.pending if j.queue == job.queue)
+    return Explanation(
+        job_id=job.id, queue=job.queue, state="running" if by is None else "preempted", position=0,
+        queue_length=mates, reason=reason, constraint=None if by is None else "Preempted",
+        waiting_for=None, estimated_start=None, preempted_by=by,
     )
