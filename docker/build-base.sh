@@ -5,7 +5,8 @@
 #   build-base.sh IMAGE[:TAG]
 #
 # Env: MIRROR (default: the first URIs of /etc/apt/sources.list.d/debian.sources, else deb.debian.org),
-#      SUITE (default bookworm), DOCKER_HOST (the engine to import into).
+#      SUITE (default bookworm), DOCKER_HOST (the engine to import into),
+#      DEB_CACHE_DIR (optional: keep the downloaded .debs there for the next build).
 # The Python driver (adsched.minicluster) keys its image cache on a hash of this file, so the package
 # list below is part of the key: edit it here and the next run rebuilds.
 set -euo pipefail
@@ -22,20 +23,24 @@ for tool in debootstrap docker tar; do
     command -v "$tool" >/dev/null || { echo "build-base.sh: $tool not found (apt-get install debootstrap docker.io)" >&2; exit 2; }
 done
 
+[ -z "${DEB_CACHE_DIR:-}" ] || mkdir -p "$DEB_CACHE_DIR"
 rootfs=$(mktemp -d /tmp/adsched-rootfs.XXXXXX)
+chmod 755 "$rootfs"  # it becomes "/": with mktemp's 0700 munge's postinst (run as user munge) fails
 trap 'rm -rf --one-file-system "$rootfs" "$rootfs.log"' EXIT
 
 echo "build-base.sh: debootstrap $suite from $MIRROR into $rootfs" >&2
-# A package's configure step has been seen to fail once and pass on the next try: retry once, from scratch.
-for attempt in 1 2; do
-    if debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1; then
-        break
-    fi
+# Two stages, so that maintainer scripts cannot start daemons inside the build root (munge's postinst runs
+# `invoke-rc.d munge start`): policy-rc.d (exit 101, "action forbidden") is Debian's switch for chroots and
+# containers, and it stays in the image.
+if ! { debootstrap --foreign ${DEB_CACHE_DIR:+--cache-dir="$DEB_CACHE_DIR"} --variant=minbase --include="$PACKAGES" \
+            "$suite" "$rootfs" "$MIRROR" \
+        && printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d" && chmod 755 "$rootfs/usr/sbin/policy-rc.d" \
+        && chroot "$rootfs" /debootstrap/debootstrap --second-stage; } >"$rootfs.log" 2>&1; then
     { tail -n 5 "$rootfs.log"; tail -n 25 "$rootfs/debootstrap/debootstrap.log" 2>/dev/null; } >&2
-    rm -rf --one-file-system "$rootfs" && mkdir "$rootfs"
-    [ "$attempt" = 2 ] && { rm -f "$rootfs.log"; echo "build-base.sh: debootstrap failed" >&2; exit 1; }
-    echo "build-base.sh: debootstrap failed, retrying once" >&2
-done
+    for m in proc sys dev/pts; do umount "$rootfs/$m" 2>/dev/null || true; done
+    echo "build-base.sh: debootstrap failed" >&2
+    exit 1
+fi
 rm -f "$rootfs.log"
 
 # Strip what a throwaway test image never needs; the munge key is always mounted at run time.

@@ -22,6 +22,7 @@ works from another process.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import gzip
@@ -35,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -304,6 +306,7 @@ class Images:
         self.client = client
         self.cache_dir = Path(cache_dir)
         self.log = log
+        self.saving: threading.Thread | None = None  # the cache file being written, if any
 
     @property
     def base_tag(self) -> str:
@@ -330,13 +333,20 @@ class Images:
                 return tag
             self.log(f"minicluster: {cache} did not hold {tag}; rebuilding")
         self.log(f"minicluster: building {tag} with debootstrap (about a minute)")
-        env = dict(os.environ, DOCKER_HOST=self._host())
-        proc = subprocess.run(["bash", str(_DOCKER_DIR / "build-base.sh"), tag], env=env, capture_output=True,
-                              text=True, timeout=900, check=False)
+        env = dict(os.environ, DOCKER_HOST=self._host(), DEB_CACHE_DIR=str(self.cache_dir / "debs"))
+        tail: collections.deque[str] = collections.deque(maxlen=30)
+        with subprocess.Popen(["bash", str(_DOCKER_DIR / "build-base.sh"), tag], env=env, text=True,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+            for line in proc.stderr:
+                tail.append(line.rstrip())
+                if line.startswith("build-base.sh:"):
+                    self.log(f"minicluster: {line.rstrip()}")
         if proc.returncode != 0 or not self._exists(tag):
             raise MiniClusterError(f"building the Slurm base image failed (rc {proc.returncode}):\n"
-                                   + "\n".join(proc.stderr.splitlines()[-20:]))
-        self._save(tag, cache)
+                                   + "\n".join(tail))
+        # Written while the cluster comes up; MiniCluster.down() waits for it before it may stop the engine.
+        self.saving = threading.Thread(target=self._save, args=(tag, cache), name="adsched-image-cache", daemon=True)
+        self.saving.start()
         return tag
 
     def _host(self) -> str:
@@ -344,10 +354,15 @@ class Images:
 
     def _save(self, tag: str, cache: Path) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
-            for chunk in self.client.images.get(tag).save(named=True):
-                gz.write(chunk)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+                for chunk in self.client.images.get(tag).save(named=True):
+                    gz.write(chunk)
+        except Exception as e:  # noqa: BLE001 - a cache that is not written costs the next run a rebuild only
+            tmp.unlink(missing_ok=True)
+            self.log(f"minicluster: could not cache {tag}: {e}")
+            return
         os.replace(tmp, cache)
         for old in self.cache_dir.glob(f"{BASE_REPO}-*.tar.gz"):
             if old != cache:
@@ -444,6 +459,7 @@ class MiniCluster:
         self.addrs: dict[str, str] = {}
         self.image: str | None = None
         self.timings: dict[str, float] = {}
+        self._images: Images | None = None
 
     # -- names
     @property
@@ -488,7 +504,8 @@ class MiniCluster:
                 client = self._client()
                 self.timings["engine"] = time.monotonic() - t0
                 self._remove_leftovers(client)
-                self.image = Images(client, self.cache_dir, self.log).ensure_image()
+                self._images = Images(client, self.cache_dir, self.log)
+                self.image = self._images.ensure_image()
                 self.timings["image"] = time.monotonic() - t0
                 self._write_files()
                 self._create(client)
@@ -604,11 +621,7 @@ class MiniCluster:
                 raise MiniClusterError(self._not_up_message(dead, "exited", states))
             r = self.exec(["sinfo", "--noheader", "--Node", "--format=%N %T"], timeout=10)
             if r.rc == 0:
-                states = {}
-                for line in r.stdout.splitlines():
-                    parts = line.split()
-                    if len(parts) == 2:
-                        states.setdefault(parts[0], parts[1])
+                states = _node_states(r.stdout)
                 if states and all(states.get(n) == "idle" for n in self.nodes):
                     return
             if time.monotonic() >= deadline:
@@ -686,16 +699,15 @@ class MiniCluster:
             info["containers"][c.labels.get(f"{LABEL}.member", c.name)] = c.status
         if info["containers"].get(CONTROLLER) == "running":
             r = self.exec(["sinfo", "--noheader", "--Node", "--format=%N %T"], timeout=10)
-            for line in r.stdout.splitlines():
-                parts = line.split()
-                if len(parts) == 2:
-                    info["nodes"].setdefault(parts[0], parts[1])
+            info["nodes"] = _node_states(r.stdout)
         return info
 
     def down(self, stop_engine: bool = True) -> None:
         """Remove every container and the network of this cluster; stop the private engine when nothing else
         of ours runs on it (and stop_engine); delete the bridge link it may leave. Safe to call more than once."""
         t0 = time.monotonic()
+        if self._images is not None and self._images.saving is not None:
+            self._images.saving.join()  # the image cache is read from the engine: before it may stop
         try:
             client = self._client(start=False)
         except MiniClusterError:
@@ -818,6 +830,16 @@ def host_network_state() -> dict[str, str]:
                                  timeout=30).stdout
             state[tool] = next((line for line in out.splitlines() if line.startswith("-P")), "")
     return state
+
+
+def _node_states(sinfo_out: str) -> dict[str, str]:
+    """{node: state} from `sinfo --noheader --Node --format="%N %T"` (a node in two partitions is listed twice)."""
+    states: dict[str, str] = {}
+    for line in sinfo_out.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            states.setdefault(parts[0], parts[1])
+    return states
 
 
 def _owner_alive(labels: dict) -> bool:

@@ -54,6 +54,12 @@ def test_eight_gpus_on_a_node(minicluster):
     assert len(devices) == 8
 
 
+def test_jobs_run_as_the_non_root_test_user(minicluster):
+    r = minicluster.exec("srun -N 2 bash -c 'echo $(id -un) $SLURM_JOB_USER'", timeout=30, user="tester")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["tester tester", "tester tester"]
+
+
 def test_job_output_lands_in_the_shared_dir(minicluster):
     mc = minicluster
     jobid = run(mc, "sbatch --parsable -N1 -o out-%j.txt --wrap 'echo hello from $SLURMD_NODENAME'").strip()
