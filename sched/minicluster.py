@@ -414,11 +414,13 @@ class Images:
                 out = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)
                 raise MiniClusterError(f"building {tag} failed: {e.msg}\n{out[-2000:]}") from None
         self.client.images.get(tag).tag(IMAGE_REPO, "latest")  # what docker/compose.yml runs
-        for img in self.client.images.list(name=IMAGE_REPO):  # older builds of the thin image
-            for t in img.tags:
-                if t not in (tag, f"{IMAGE_REPO}:latest"):
-                    with contextlib.suppress(Exception):
-                        self.client.images.remove(t, noprune=False)
+        keep = {tag, f"{IMAGE_REPO}:latest", base}
+        for repo in (IMAGE_REPO, BASE_REPO):  # older builds (those still used by a container stay)
+            for img in self.client.images.list(name=repo):
+                for t in img.tags:
+                    if t not in keep:
+                        with contextlib.suppress(Exception):
+                            self.client.images.remove(t, noprune=False)
         return tag
 
 
@@ -695,6 +697,7 @@ class MiniCluster:
         except MiniClusterError:
             info["engine"] = None
             return info
+        info["engine"] = self.engine.host
         for c in client.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"}):
             info["containers"][c.labels.get(f"{LABEL}.member", c.name)] = c.status
         if info["containers"].get(CONTROLLER) == "running":
