@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
 from builders import cluster
 
 from adsched.config import load_config
-from adsched.model import Job, Start
+from adsched.model import Job, Preemption
 from adsched.sim import engine, metrics
 from adsched.sim.engine import POLICIES, policy_config, simulate
 from adsched.sim.traces import SimJob, load_trace, to_workload
@@ -116,33 +115,38 @@ def test_flat_first_fit_spans_more_leaves_than_topology_aware():
 
 
 def test_cancels_and_preemptions_from_the_core_are_applied():
-    cfg = cluster(leaves=1, nodes_per_leaf=2)
-    jobs = [sj(1, 0, 100), sj(2, 10, 100), sj(3, 20, 100), sj(4, 30, 10)]
+    cfg = cluster(leaves=1, nodes_per_leaf=2)  # 2 nodes; queue explore: grace_period 60 s
+    grace = cfg.queues["explore"].grace_period
+    jobs = [sj(1, 0, 100), sj(2, 10, 100), sj(3, 20, 100), sj(4, 30, 10), sj(5, 50, 5)]
     real = engine.schedule
+    seen = {}
 
-    def later_core(snapshot, config, now):  # the real core, plus what a later core may decide
+    def later_core(snapshot, config, now):  # the real core, plus a cancel and a preemption at t=30
+        seen[now] = dict(snapshot.preempting)
         d = real(snapshot, config, now)
-        out = SimpleNamespace(starts=[s for s in d.starts if s.job_id != 3], pending_reasons=d.pending_reasons,
-                              cancels={3: "Dependency: never satisfied"} if any(j.id == 3 for j in snapshot.pending)
-                              else {}, preemptions=[])
-        if now == 30:  # job 1 gives its node to job 4
-            victim = next(r for r in snapshot.running if r.job.id == 1)
-            out.preemptions = [SimpleNamespace(job_id=1)]
-            out.starts = [Start(4, victim.placement)]
-        return out
+        d.starts = [s for s in d.starts if s.job_id != 3]
+        d.pending_reasons.pop(3, None)
+        if any(j.id == 3 for j in snapshot.pending):
+            d.cancels = {3: "Dependency: never satisfied"}
+        if now == 30:
+            d.preemptions = [Preemption(victim_id=1, preemptor_id=4, reason="test")]
+        return d
 
     engine.schedule = later_core
     try:
         res = simulate(jobs, cfg, "adsched")
     finally:
         engine.schedule = real
-    assert res.cancelled == {3: "Dependency: never satisfied"}
-    assert res.start[2] is None
+    assert res.cancelled == {3: "Dependency: never satisfied"} and res.start[2] is None
+    assert seen[50] == {4: (1,)}  # job 1 drains during its grace period, the core is told
     assert res.preemptions == 1
-    assert res.start[3] == 30.0 and res.end[3] == 40.0
-    assert res.start[0] == 40.0 and res.end[0] == 140.0  # requeued, rerun in full; the stale end at 100 ignored
+    # job 1 stops at 30 + grace and is requeued whole (its end at 100 is void); being oldest it
+    # restarts at once on its own node; 4 gets n02 when job 2 ends at 110, then 5.
+    assert res.start[0] == 30 + grace and res.end[0] == 30 + grace + 100
+    assert (res.start[3], res.start[4]) == (110.0, 120.0)
+    assert seen[30 + grace] == {}
     m = metrics.summarize(res)
-    assert (m["preemptions"], m["cancelled"], m["never_started"], m["jobs"]) == (1, 1, 0, 3)
+    assert (m["preemptions"], m["cancelled"], m["never_started"], m["jobs"]) == (1, 1, 0, 4)
 
 
 @needs_kth
@@ -157,10 +161,10 @@ def test_invariants_hold_at_every_cycle_of_a_real_slice():
 @needs_kth
 def test_replay_is_deterministic():
     cfg = load_config(KTH100)
-    w = to_workload(load_trace(KTH, limit=600), cfg)
+    w = to_workload(load_trace(KTH, limit=400), cfg)
     for policy in POLICIES:
         a = metrics.summarize(simulate(w, cfg, policy))
-        b = metrics.summarize(simulate(to_workload(load_trace(KTH, limit=600), cfg), cfg, policy))
+        b = metrics.summarize(simulate(to_workload(load_trace(KTH, limit=400), cfg), cfg, policy))
         for m in (a, b):
             for key in ("wall_seconds", "schedule_seconds", "check_seconds"):
                 m.pop(key)

@@ -6,10 +6,12 @@ runs: `schedule(snapshot, config, now)`; its starts become running jobs with an 
 Cycles happen only at event times, never on a timer, so a year of trace is a few ten thousand
 cycles. The simulator makes no decision of its own: a policy is a toggle of the core's config.
 
-Decisions the core may grow are honoured when present:
-  cancels      {job_id: reason}      the job leaves the pending set, counted as cancelled
-  preemptions  job ids (or objects with .job_id)   the job stops, gives back its GPUs and is
-               requeued; it reruns in full (no checkpoint), and each stop is counted
+Decisions beyond starts are honoured as the daemon honours them:
+  cancels      {job_id: reason}: the job leaves the pending set, counted as cancelled
+  preemptions  [Preemption(victim_id, preemptor_id, reason)]: the victim is signalled and keeps
+               its GPUs for its queue's grace_period (Snapshot.preempting tells the next cycles),
+               then stops and is requeued whole; it reruns in full (the trace has no checkpoints).
+               A victim whose own end comes first just ends. Each stop is counted.
 """
 
 from __future__ import annotations
@@ -58,8 +60,14 @@ class SimResult:
     check_seconds: float = 0.0  # inside invariants.check()
 
 
-def _job_id(item) -> int:
-    return item if isinstance(item, int) else item.job_id
+def _victim(item) -> tuple[int, int | None]:
+    """(victim id, preemptor id) of a Preemption (or of a bare job id)."""
+    if isinstance(item, int):
+        return item, None
+    return getattr(item, "victim_id", getattr(item, "job_id", None)), getattr(item, "preemptor_id", None)
+
+
+END, KILL = 0, 1
 
 
 def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: str | None = None,
@@ -82,8 +90,9 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
 
     pending: dict[int, object] = {}  # job id -> Job, in submit order
     running: dict[int, RunningJob] = {}
-    ends: list[tuple[float, int, int]] = []  # (end time, job index, run token)
-    token = [0] * n  # bumped on preemption: a stale end event is ignored
+    events: list[tuple[float, int, int, int]] = []  # (time, job index, run token, END or KILL)
+    token = [0] * n  # bumped when a run stops early: that run's pending events are stale
+    victims: dict[int, int] = {}  # signalled victim id -> its preemptor id, while it drains
     busy = 0
     next_sub = 0
     finished_since = 0
@@ -92,19 +101,28 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
     wall0 = clock()
     getattr_ = getattr
 
-    while next_sub < n or ends:
-        now = ends[0][0] if ends else jobs[next_sub].job.submit_time
+    while next_sub < n or events:
+        now = events[0][0] if events else jobs[next_sub].job.submit_time
         if next_sub < n and jobs[next_sub].job.submit_time < now:
             now = jobs[next_sub].job.submit_time
-        # 1. every event at `now`: job ends, then submissions
-        while ends and ends[0][0] <= now:
-            _, k, tok = heapq.heappop(ends)
+        # 1. every event at `now`: job ends and preemption kills, then submissions
+        while events and events[0][0] <= now:
+            _, k, tok, kind = heapq.heappop(events)
             if tok != token[k]:
                 continue
-            run = running.pop(jobs[k].job.id)
+            job_id = jobs[k].job.id
+            run = running.pop(job_id)
             busy -= run.job.total_gpus
-            res.end[k] = now
-            finished_since += 1
+            victims.pop(job_id, None)
+            if kind == END:
+                res.end[k] = now
+                finished_since += 1
+            else:  # the grace period is over: requeued whole
+                token[k] += 1
+                res.preemptions += 1
+                res.start[k] = None
+                res.leaves[k] = 0
+                pending[job_id] = run.job
         while next_sub < n and jobs[next_sub].job.submit_time <= now:
             job = jobs[next_sub].job
             pending[job.id] = job
@@ -113,7 +131,10 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             res.busy.append((now, busy))
             continue
         # 2. one cycle of the real core
-        snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()))
+        preempting: dict[int, tuple[int, ...]] = {}
+        for victim, preemptor in victims.items():
+            preempting[preemptor] = preempting.get(preemptor, ()) + (victim,)
+        snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()), preempting=preempting)
         c0 = clock()
         decisions = schedule(snap, config, now)
         c1 = clock()
@@ -122,22 +143,21 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             check(snap, decisions, config)
             t_check += clock() - c1
         res.cycles += 1
-        # 3. apply: cancels, preemptions, starts
-        for job_id in getattr_(decisions, "cancels", None) or ():
+        # 3. apply: cancels, preemptions (signal now, stop after the grace period), starts
+        cancels = getattr_(decisions, "cancels", None)
+        for job_id in cancels or ():
             if pending.pop(job_id, None) is not None:
-                res.cancelled[job_id] = decisions.cancels[job_id]
+                res.cancelled[job_id] = cancels[job_id]
                 finished_since += 1
         for item in getattr_(decisions, "preemptions", None) or ():
-            job_id = _job_id(item)
-            run = running.pop(job_id, None)
-            if run is None:
+            job_id, preemptor = _victim(item)
+            run = running.get(job_id)
+            if run is None or job_id in victims:
                 continue
+            victims[job_id] = preemptor if preemptor is not None else -1
+            grace = getattr_(config.queues.get(run.job.queue), "grace_period", 0) or 0
             k = index[job_id]
-            token[k] += 1
-            busy -= run.job.total_gpus
-            res.preemptions += 1
-            res.start[k] = None
-            pending[job_id] = run.job
+            heapq.heappush(events, (now + grace, k, token[k], KILL))
         for start in decisions.starts:
             job = pending.pop(start.job_id)
             k = index[start.job_id]
@@ -148,7 +168,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
                 res.leaves[k] = len({leaf_of[a.node] for a in start.placement})
             elif start.placement:
                 res.leaves[k] = 1
-            heapq.heappush(ends, (now + jobs[k].duration, k, token[k]))
+            heapq.heappush(events, (now + jobs[k].duration, k, token[k], END))
         res.busy.append((now, busy))
         if progress is not None and finished_since >= 500:
             progress(finished_since)
