@@ -5,8 +5,9 @@
 Workload: mixed shapes (1-GPU and 2/4-GPU dev jobs, 1-node 8-GPU jobs, 2-32 node gangs,
 some with max-leaves 1) in all queues; the cluster is ~70% busy with running jobs of the
 same mix, as in a steady state. The cluster's [scheduler] settings apply (backfill with
-reservation_depth = 4 and the priority weights; --depth overrides the depth). Figures are
-printed, never asserted.
+reservation_depth = 4, the priority weights and preemption_depth = 4: release jobs may
+preempt explore and debug jobs past their min_run_time; --depth overrides the reservation
+depth, --preemption-depth the preemption depth). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -68,14 +69,18 @@ def main() -> None:
     ap.add_argument("--busy", type=float, default=0.7, help="fraction of GPUs already running jobs")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--depth", type=int, help="reservation depth (default: the cluster TOML's)")
+    ap.add_argument("--preemption-depth", type=int, help="preemption depth (default: the cluster TOML's)")
     ap.add_argument("--profile", action="store_true", help="print the top of a cProfile of one cycle")
     args = ap.parse_args()
     config = load_config(CLUSTER)
     if args.depth is not None:
         config = replace(config, scheduler=replace(config.scheduler, reservation_depth=args.depth))
+    if args.preemption_depth is not None:
+        config = replace(config, scheduler=replace(config.scheduler, preemption_depth=args.preemption_depth))
     s = config.scheduler
     print(f"cluster: {len(config.nodes)} nodes, {config.total_gpus} GPUs, {len(config.leaves)} leaves; "
-          f"backfill={s.backfill} reservation_depth={s.reservation_depth} busy={args.busy:.0%}")
+          f"backfill={s.backfill} reservation_depth={s.reservation_depth} "
+          f"preemption_depth={getattr(s, 'preemption_depth', 0)} busy={args.busy:.0%}")
     for n in (int(x) for x in args.pending.split(",")):
         snap = make_snapshot(config, n, args.busy)
         times = []
@@ -85,7 +90,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         med = statistics.median(times) * 1000
         print(f"pending={n:>6}  running={len(snap.running):>5}  starts={len(d.starts):>5}  "
-              f"reservations={len(d.reservations)}  "
+              f"reservations={len(d.reservations)}  preemptions={len(getattr(d, 'preemptions', ()))}  "
               f"median={med:7.2f} ms  min={min(times)*1000:7.2f} ms  max={max(times)*1000:7.2f} ms")
         if args.profile:
             prof = cProfile.Profile()

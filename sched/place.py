@@ -100,16 +100,26 @@ def _cover(leaves: list[int], counts: list[int], need: int) -> tuple[int, int, l
     return len(chosen), spare, chosen
 
 
-def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None) -> Picks | NoFit:
-    counts = [row[gpus] for row in cap.leaf_at_least]
+def fits(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None,
+         topology_aware: bool = True) -> bool:
+    """Would find_placement place this request? The same decision, without picking nodes
+    (preempt.py asks it for every victim it tries)."""
+    have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
+    if have < num_nodes:
+        return False
+    if max_leaves is None or num_nodes == 1:
+        return True
+    if not topology_aware:
+        return not isinstance(find_placement(cap, num_nodes, gpus, max_leaves, False), NoFit)
+    return _gang_leaves(cap, [row[gpus] for row in cap.leaf_at_least], num_nodes)[0] <= max_leaves
 
-    # One leaf, tightest fit.
+
+def _gang_leaves(cap: Capacity, counts: list[int], num_nodes: int) -> tuple[int, list[int]]:
+    """The leaves a gang goes to: one leaf (tightest fit) if any holds it, else the fewest
+    leaves under one spine, else the fewest anywhere. Needs at_least[gpus] >= num_nodes."""
     single = [l for l, c in enumerate(counts) if c >= num_nodes]
     if single:
-        leaf = min(single, key=lambda l: (counts[l], l))
-        return _take_nodes(cap, [leaf], num_nodes, gpus)
-
-    # Fewest leaves under one spine, then anywhere.
+        return 1, [min(single, key=lambda l: (counts[l], l))]
     best = None
     for group in cap.spine_groups:
         found = _cover(group, counts, num_nodes)
@@ -118,7 +128,12 @@ def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None
     if best is None:
         best = _cover(list(range(len(counts))), counts, num_nodes)
     assert best is not None  # at_least[gpus] >= num_nodes guarantees a cover
-    n_leaves, _, leaves = best
+    return best[0], best[2]
+
+
+def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None) -> Picks | NoFit:
+    counts = [row[gpus] for row in cap.leaf_at_least]
+    n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
     if max_leaves is not None and n_leaves > max_leaves:
         top = max(range(len(counts)), key=lambda l: (counts[l], -l))
         return NoFit(

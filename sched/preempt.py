@@ -33,10 +33,11 @@ from typing import Callable
 from .capacity import Capacity
 from .config import ClusterConfig
 from .model import Job, Placement, RunningJob, Snapshot
-from .place import NoFit, find_placement
+from .place import find_placement
+from .place import fits as fits_now
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Victim:
     run: RunningJob
     order: tuple  # (tier, priority, work lost, id): the least important first
@@ -113,8 +114,7 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
         return None
 
     def fits() -> bool:
-        return not isinstance(
-            find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware), NoFit)
+        return fits_now(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
 
     candidates: list[list[Victim]] = []
     by_leaf: dict[int, list[Victim]] = {}
@@ -122,7 +122,7 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
         for l in v.leaves:
             by_leaf.setdefault(l, []).append(v)
     G, N = job.gpus_per_node, job.num_nodes
-    if G > cap.max_gpus:
+    if G > cap.max_gpus or not _could_fit(cap, job, victims):
         return None
     for l in sorted(by_leaf):
         # Cheap bound: the nodes that could hold a rank once the leaf's victims stop. They
@@ -164,32 +164,46 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
     return best
 
 
+def _could_fit(cap: Capacity, job: Job, victims: list[Victim]) -> bool:
+    """A cheap necessary condition: enough nodes (within max leaves, counted per leaf) would
+    have the GPUs if every victim stopped. Saves the greedy search when even all won't do."""
+    G, N = job.gpus_per_node, job.num_nodes
+    gain: dict[int, int] = {}
+    for v in victims:
+        for a in v.run.placement:
+            i = cap.index[a.node]
+            gain[i] = gain.get(i, 0) + len(a.gpus)
+    per_leaf = [row[G] for row in cap.leaf_at_least]
+    for i, g in gain.items():
+        if cap.up[i] and cap.free[i] < G <= cap.free[i] + g:
+            per_leaf[cap.leaf_of[i]] += 1
+    if job.max_leaves is None:
+        return sum(per_leaf) >= N
+    return sum(sorted(per_leaf, reverse=True)[:job.max_leaves]) >= N
+
+
 def _minimal(cap: Capacity, cand: list[Victim], fits: Callable[[], bool]) -> list[Victim] | None:
     """Add victims in order until the job fits, then drop every one it can do without."""
     given: dict[int, Callable[[], None]] = {}
     chosen: list[Victim] = []
     try:
-        for v in cand:  # if even all of them are not enough, say so at once
-            given[v.id] = cap.give(v.run.placement)
-        if not fits():
-            return None
-        for v in reversed(cand):
-            given.pop(v.id)()
         for v in cand:
             given[v.id] = cap.give(v.run.placement)
             chosen.append(v)
             if fits():
                 break
+        else:
+            return None
         dropped = True
-        while dropped and len(chosen) > 1:
+        while dropped and len(chosen) > 1:  # until no single victim can be spared
             dropped = False
-            for v in reversed(chosen):  # most important (and most work lost) first
+            for v in list(reversed(chosen)):  # most important (and most work lost) first
                 given.pop(v.id)()
                 if fits():
-                    chosen.remove(v)
+                    chosen = [c for c in chosen if c is not v]
                     dropped = True
-                    break
-                given[v.id] = cap.give(v.run.placement)
+                else:
+                    given[v.id] = cap.give(v.run.placement)
         return chosen
     finally:
         for undo in given.values():

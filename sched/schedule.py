@@ -125,6 +125,7 @@ class Cycle:
         self._victims: list | None = None  # preempt.pool, built on first need
         self._chosen: set[int] = set()
         self._preemptors: set[int] = set()
+        self._backfill_reserved = 0  # reservations counted against reservation_depth
 
     def run(self) -> "Cycle":
         s, snap = self.settings, self.snapshot
@@ -339,14 +340,14 @@ class Cycle:
         if job.id != self.focus:  # explain's focus job is reserved whatever the depth
             if not self.settings.backfill:
                 return  # strict FIFO reserves nothing
-            others = sum(r.job_id != self.focus and r.job_id not in self._preemptors for r in res)
-            if others >= self.settings.reservation_depth:
+            if self._backfill_reserved >= self.settings.reservation_depth:
                 return
         found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
         if found is None:
             return
         r = Reservation(job.id, found[0], found[1])
         res.append(r)
+        self._backfill_reserved += job.id != self.focus
         self.cap.hold(job.id, r.placement)
         self.timeline.reserved(r, job.time_limit)
         self._unsafe.clear()

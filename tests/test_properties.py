@@ -252,3 +252,17 @@ def test_order_is_the_documented_key_tuple(cfg, seed, now):
     shuffled = list(snap.pending)
     random.Random(seed).shuffle(shuffled)
     assert order_pending(shuffled, cfg, now, users, queues) == sorted(snap.pending, key=key)
+
+
+@FAST
+@given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(0, 30))
+def test_fits_agrees_with_find_placement(cfg, seed, n_running):
+    from adsched.place import fits
+
+    snap = random_snapshot(cfg, seed, n_running, 0, 0.0)
+    cap = Capacity(cfg, snap)
+    for n in (1, 2, 3, 4, 6, 9):
+        for g in (1, 4, 8):
+            for ml in (None, 1, 2):
+                want = not isinstance(find_placement(cap, n, g, ml, cfg.scheduler.topology_aware), NoFit)
+                assert fits(cap, n, g, ml, cfg.scheduler.topology_aware) == want
