@@ -827,6 +827,8 @@ def render_for_compose(config_path: str | os.PathLike, dest: str | os.PathLike,
 def host_network_state() -> dict[str, str]:
     """What a plainly started dockerd would change on the host: ip_forward and the iptables FORWARD policy."""
     state = {"ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()}
+    bridge_nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")  # docker may load br_netfilter
+    state["bridge-nf-call-iptables"] = bridge_nf.read_text().strip() if bridge_nf.exists() else "absent"
     for tool in ("iptables", "iptables-legacy"):
         if shutil.which(tool):
             out = subprocess.run([tool, "-S", "FORWARD"], capture_output=True, text=True, check=False,

@@ -84,7 +84,7 @@ def test_a_node_that_never_registers_is_named_in_a_bounded_time(minicluster, tmp
                 return ["bash", "-c", "echo 'b2: slurmd left out on purpose by the test' >&2; exec sleep infinity"]
             return super().command(member)
 
-    mc = Broken(toml, f"{minicluster.name}-broken", state_dir=tmp_path / "state", node_timeout=8,
+    mc = Broken(toml, f"{minicluster.name}-broken", state_dir=tmp_path / "state", node_timeout=6,
                 engine=minicluster.engine)
     t0 = time.monotonic()
     with pytest.raises(MiniClusterError) as err:
@@ -92,7 +92,7 @@ def test_a_node_that_never_registers_is_named_in_a_bounded_time(minicluster, tmp
     elapsed = time.monotonic() - t0
     msg = str(err.value)
     assert elapsed < 45, f"took {elapsed:.0f} s"
-    assert "b2 not idle after 8 s" in msg
+    assert "b2 not idle after 6 s" in msg
     assert "b1" not in msg.splitlines()[0]
     assert "slurmd left out on purpose" in msg  # the last lines of b2's log
     assert mc.leftovers() == []  # up() tore down what it had created
