@@ -154,7 +154,9 @@ class Cycle:
 
     def _step(self, job: Job, seen: dict[tuple, tuple[int, str]], borrowers: list[Job] | None) -> None:
         """Gate and admit one job; `borrowers` is None in phase 6 (borrowing is allowed)."""
-        if self.blocker is not None:
+        # Strict FIFO: the first blocked job blocks the rest, except a preemptor whose victims
+        # are already being stopped for it: that decision was made and is followed through.
+        if self.blocker is not None and job.id not in self._draining:
             self.decisions.pending_reasons[job.id] = f"Priority: waiting behind job {self.blocker}"
             return
         plain = not (job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
