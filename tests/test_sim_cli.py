@@ -93,12 +93,12 @@ def test_queue_map_routes_swf_queues(tmp_path):
 
 @needs_kth
 def test_real_slice_parallel_equals_serial():
-    a = run(KTH, "--limit", "300", "--json", "--workers", "1")
-    b = run(KTH, "--limit", "300", "--json", "--workers", "2")
+    a = run(KTH, "--limit", "150", "--json", "--workers", "1")
+    b = run(KTH, "--limit", "150", "--json", "--workers", "2")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
     strip = lambda out: [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in json.loads(out)["policies"]]
     assert strip(a.output) == strip(b.output)
-    assert json.loads(a.output)["loader"]["jobs_replayed"] == 300
+    assert json.loads(a.output)["loader"]["jobs_replayed"] == 150
 
 
 @pytest.mark.skipif(not OPENB.exists(), reason="no openb trace")
