@@ -16,6 +16,8 @@ from adsched.executors.local import LocalExecutor
 from adsched.store import Store
 
 from .hook import hook
+from .minicluster import minicluster
+from .sim import sim
 from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
 
 
@@ -163,6 +165,8 @@ def demo(state_dir, as_json):
 
 
 main.add_command(hook)
+main.add_command(minicluster)
+main.add_command(sim)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

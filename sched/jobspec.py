@@ -1,11 +1,19 @@
-"""Parsing the Slurm-style request strings users type: arrays, dependencies, MIG, signals."""
+"""A user's request (`adsub submit`) and its validation into a core Job, for every backend.
+
+Also the Slurm-style strings users type: arrays, dependencies, MIG, signals."""
 
 from __future__ import annotations
 
 import re
 import signal as signals
 
+from dataclasses import dataclass, field
+
+from .config import ClusterConfig
 from .errors import InvalidRequest
+from .model import Job
+from .schedule import validate_job
+from .timefmt import parse_duration
 
 MAX_ARRAY_TASKS = 10_000  # like Slurm's MaxArraySize, a guard against a typo of 0-9999999
 
@@ -84,3 +92,83 @@ def parse_signal(text: str) -> tuple[int, int | None]:
     if secs and not secs.isdigit():
         raise InvalidRequest(f"--signal: {secs!r} is not a number of seconds")
     return SIGNALS[name], int(secs) if secs else None
+
+
+@dataclass
+class JobRequest:
+    """What a user asks for; `submit` turns it into a PENDING job or an InvalidRequest."""
+
+    command: list[str]
+    nodes: int = 1
+    gpus_per_node: int | None = None  # whole-node share per rank; default: all GPUs of a node
+    gpus: int | None = None  # sub-node: total GPUs on one node (exclusive with gpus_per_node)
+    queue: str | None = None
+    time: str | None = None  # Slurm format
+    name: str | None = None
+    user: str = "user"
+    priority: int = 0
+    max_leaves: int | None = None
+    workdir: str = "."
+    env: dict[str, str] = field(default_factory=dict)
+    array: str | None = None  # "0-999%50": task indexes, then the most running at once
+    dependency: str | None = None  # "afterok:12:13,afterany:14" (Slurm's syntax; ',' between ids works too)
+    mig: str | None = None  # "1g.10gb:2": MIG slices instead of whole GPUs
+    signal: str | None = None  # "USR1@120": signal before a preemption kill, seconds of warning
+    no_requeue: bool = False  # a preempted job is cancelled instead of requeued
+
+
+
+def build_job(config: ClusterConfig, req: JobRequest, now: float, job_id: int = 0) -> Job:
+    """Validate a request against the cluster; raises InvalidRequest with one clear line."""
+    if not req.command or not any(part.strip() for part in req.command):
+        raise InvalidRequest("no command given (put it after `--`, or use a job file)")
+    queue_name = req.queue or config.scheduler.default_queue
+    queue = config.queues.get(queue_name)
+    if queue is None:
+        raise InvalidRequest(f"unknown queue {queue_name!r} (queues: {', '.join(config.queues)})")
+    if req.gpus is not None and req.gpus_per_node is not None:
+        raise InvalidRequest("use --gpus (sub-node) or --gpus-per-node, not both")
+    if req.nodes is None or req.nodes < 1:
+        raise InvalidRequest(f"--nodes must be >= 1, got {req.nodes}")
+    mig = None
+    if req.mig is not None:
+        if req.gpus is not None or req.gpus_per_node is not None or req.nodes != 1:
+            raise InvalidRequest("a MIG request (--gpus PROFILE:N) runs on one node without whole GPUs")
+        mig = parse_mig(req.mig)
+        gpn = 0
+    elif req.gpus is not None:
+        if req.gpus < 1:
+            raise InvalidRequest(f"--gpus must be >= 1, got {req.gpus}")
+        if req.nodes != 1:
+            raise InvalidRequest("--gpus asks for GPUs on one node; for several nodes use --gpus-per-node")
+        gpn = req.gpus
+    elif req.gpus_per_node is not None:
+        if req.gpus_per_node < 1:
+            raise InvalidRequest(f"--gpus-per-node must be >= 1, got {req.gpus_per_node}")
+        gpn = req.gpus_per_node
+    else:
+        gpn = config.max_gpus_per_node
+    if req.time is not None:
+        try:
+            time_limit = parse_duration(req.time)
+        except ValueError as e:
+            raise InvalidRequest(f"--time: {e}") from None
+        if time_limit <= 0:
+            raise InvalidRequest("--time must be positive")
+    else:
+        time_limit = queue.default_time
+    if req.signal is not None:
+        parse_signal(req.signal)
+    after_ok, after_any = parse_dependency(req.dependency) if req.dependency else ([], [])
+    array_throttle = parse_array(req.array)[1] if req.array else None
+    job = Job(
+        id=job_id, queue=queue_name, num_nodes=req.nodes, gpus_per_node=gpn, time_limit=time_limit,
+        submit_time=now, user=req.user, name=req.name or req.command[0].rsplit("/", 1)[-1],
+        priority=req.priority, max_leaves=req.max_leaves, after_ok=tuple(after_ok), after_any=tuple(after_any),
+        mig=mig, array_throttle=array_throttle,
+    )
+    problem = validate_job(job, config)
+    if problem:
+        raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith("InvalidRequest") else problem)
+    return job
+

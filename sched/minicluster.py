@@ -83,23 +83,11 @@ def default_state_dir() -> Path:
 
 
 def _docker_sdk():
-    """The `docker` SDK, even when the project's own `docker/` folder (the adsched.docker package data) is
-    on sys.path as a top-level `docker` (e.g. `python -m pytest` from the repository root)."""
-    mod = sys.modules.get("docker")
-    if mod is not None and hasattr(mod, "DockerClient"):
-        return mod
-    shadow = str(_DOCKER_DIR.parent)
-    saved = list(sys.path)
-    sys.modules.pop("docker", None)
+    """The `docker` SDK, imported on first use so the rest of adsched never needs it."""
     try:
-        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != shadow]
         import docker  # noqa: PLC0415
     except ImportError as e:
         raise MiniClusterError(f"the docker SDK is not installed (pip install 'docker>=7'): {e}") from None
-    finally:
-        sys.path[:] = saved
-    if not hasattr(docker, "DockerClient"):
-        raise MiniClusterError("`import docker` finds something that is not the docker SDK")
     return docker
 
 

@@ -22,7 +22,7 @@ from . import fairshare
 from .config import ClusterConfig, ConfigError, parse_config_text
 from .errors import InvalidRequest, NotFound
 from .explain import Explanation, explain
-from .jobspec import parse_array, parse_dependency, parse_mig, parse_signal
+from .jobspec import JobRequest, build_job, parse_array
 from .model import Job, NodeAlloc, RunningJob, Snapshot
 from .schedule import validate_job
 from .timefmt import parse_duration
@@ -82,29 +82,6 @@ MIGRATIONS: list[str] = [
                         PRIMARY KEY (kind, name));
     """,
 ]
-
-
-@dataclass
-class JobRequest:
-    """What a user asks for; `submit` turns it into a PENDING job or an InvalidRequest."""
-
-    command: list[str]
-    nodes: int = 1
-    gpus_per_node: int | None = None  # whole-node share per rank; default: all GPUs of a node
-    gpus: int | None = None  # sub-node: total GPUs on one node (exclusive with gpus_per_node)
-    queue: str | None = None
-    time: str | None = None  # Slurm format
-    name: str | None = None
-    user: str = "user"
-    priority: int = 0
-    max_leaves: int | None = None
-    workdir: str = "."
-    env: dict[str, str] = field(default_factory=dict)
-    array: str | None = None  # "0-999%50": task indexes, then the most running at once
-    dependency: str | None = None  # "afterok:12:13,afterany:14" (Slurm's syntax; ',' between ids works too)
-    mig: str | None = None  # "1g.10gb:2": MIG slices instead of whole GPUs
-    signal: str | None = None  # "USR1@120": signal before a preemption kill, seconds of warning
-    no_requeue: bool = False  # a preempted job is cancelled instead of requeued
 
 
 @dataclass
@@ -251,59 +228,7 @@ class Store:
     # --- users ---------------------------------------------------------------------------
 
     def build_job(self, req: JobRequest, now: float, job_id: int = 0) -> Job:
-        """Validate a request against the cluster; raises InvalidRequest with one clear line."""
-        config = self.config
-        if not req.command or not any(part.strip() for part in req.command):
-            raise InvalidRequest("no command given (put it after `--`, or use a job file)")
-        queue_name = req.queue or config.scheduler.default_queue
-        queue = config.queues.get(queue_name)
-        if queue is None:
-            raise InvalidRequest(f"unknown queue {queue_name!r} (queues: {', '.join(config.queues)})")
-        if req.gpus is not None and req.gpus_per_node is not None:
-            raise InvalidRequest("use --gpus (sub-node) or --gpus-per-node, not both")
-        if req.nodes is None or req.nodes < 1:
-            raise InvalidRequest(f"--nodes must be >= 1, got {req.nodes}")
-        mig = None
-        if req.mig is not None:
-            if req.gpus is not None or req.gpus_per_node is not None or req.nodes != 1:
-                raise InvalidRequest("a MIG request (--gpus PROFILE:N) runs on one node without whole GPUs")
-            mig = parse_mig(req.mig)
-            gpn = 0
-        elif req.gpus is not None:
-            if req.gpus < 1:
-                raise InvalidRequest(f"--gpus must be >= 1, got {req.gpus}")
-            if req.nodes != 1:
-                raise InvalidRequest("--gpus asks for GPUs on one node; for several nodes use --gpus-per-node")
-            gpn = req.gpus
-        elif req.gpus_per_node is not None:
-            if req.gpus_per_node < 1:
-                raise InvalidRequest(f"--gpus-per-node must be >= 1, got {req.gpus_per_node}")
-            gpn = req.gpus_per_node
-        else:
-            gpn = config.max_gpus_per_node
-        if req.time is not None:
-            try:
-                time_limit = parse_duration(req.time)
-            except ValueError as e:
-                raise InvalidRequest(f"--time: {e}") from None
-            if time_limit <= 0:
-                raise InvalidRequest("--time must be positive")
-        else:
-            time_limit = queue.default_time
-        if req.signal is not None:
-            parse_signal(req.signal)
-        after_ok, after_any = parse_dependency(req.dependency) if req.dependency else ([], [])
-        array_throttle = parse_array(req.array)[1] if req.array else None
-        job = Job(
-            id=job_id, queue=queue_name, num_nodes=req.nodes, gpus_per_node=gpn, time_limit=time_limit,
-            submit_time=now, user=req.user, name=req.name or req.command[0].rsplit("/", 1)[-1],
-            priority=req.priority, max_leaves=req.max_leaves, after_ok=tuple(after_ok), after_any=tuple(after_any),
-            mig=mig, array_throttle=array_throttle,
-        )
-        problem = validate_job(job, config)
-        if problem:
-            raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith("InvalidRequest") else problem)
-        return job
+        return build_job(self.config, req, now, job_id)
 
     def submit(self, req: JobRequest, now: float) -> int:
         """Insert a job (or every task of an array) in one transaction; returns its id (the array's id)."""
