@@ -14,6 +14,7 @@ import click
 from adsched.config import tomllib
 from adsched.errors import InvalidRequest
 from adsched.hostlist import compress
+from adsched.backend import open_backend
 from adsched.store import JobRecord, JobRequest, Store
 from adsched.timefmt import format_duration
 
@@ -101,15 +102,17 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
     spec.setdefault("priority", 0)
     spec["workdir"] = os.path.abspath(spec.get("workdir", "."))
     req = JobRequest(command=command, user=_user(), **spec)
-    store = Store(state_dir)
+    backend = open_backend(state_dir)
     if test_only:
-        _print_explanation(store.test_only(req, time.time()), as_json, store, test_only=True)
+        if not isinstance(backend, Store):
+            raise InvalidRequest("--test-only needs the standalone backend (on Slurm: sbatch --test-only)")
+        _print_explanation(backend.test_only(req, time.time()), as_json, backend, test_only=True)
         return
-    job_id = store.submit(req, time.time())
+    job_id = backend.submit(req, time.time())
     if as_json:
         print_json({"job_id": job_id})
-    elif array:
-        click.echo(f"Submitted job array {job_id} ({len(store.jobs_in_array(job_id))} tasks)")
+    elif req.array:
+        click.echo(f"Submitted job array {job_id}")
     else:
         click.echo(f"Submitted job {job_id}")
 
@@ -170,8 +173,7 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @library_errors
 def queue(state_dir, show_all, user, queue, as_json):
     """List jobs like squeue: pending and running (all with -a)."""
-    store = Store(state_dir)
-    jobs = store.jobs(states=None if show_all else ("PENDING", "RUNNING"), user=user, queue=queue)
+    jobs = open_backend(state_dir).jobs(states=None if show_all else ("PENDING", "RUNNING"), user=user, queue=queue)
     if as_json:
         print_json([j.to_dict() for j in jobs])
         return
@@ -188,9 +190,9 @@ def queue(state_dir, show_all, user, queue, as_json):
 @library_errors
 def show(state_dir, job_id, as_json):
     """Show one job in full, with its history."""
-    store = Store(state_dir)
-    job = store.job(job_id)
-    events = store.events(job_id)
+    backend = open_backend(state_dir)
+    job = backend.job(job_id)
+    events = backend.events(job_id)
     if as_json:
         print_json({**job.to_dict(), "events": events})
         return
@@ -216,7 +218,7 @@ def show(state_dir, job_id, as_json):
 @library_errors
 def explain(state_dir, job_id, as_json):
     """Why is my job pending? Its position, what blocks it, its earliest estimated start and place."""
-    store = Store(state_dir)
+    store = _standalone(state_dir)
     job = store.job(job_id)
     if job.state == "RUNNING" and job.preempted_by:
         msg = {"job_id": job_id, "state": job.state, "reason": f"being preempted by job {job.preempted_by}"}
@@ -233,6 +235,13 @@ def explain(state_dir, job_id, as_json):
     _print_explanation(store.explain(job_id, time.time()), as_json, store)
 
 
+def _standalone(state_dir) -> Store:
+    store = Store(state_dir)
+    if store.config.backend != "standalone":
+        raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on Slurm")
+    return store
+
+
 @main.command()
 @state_option
 @click.argument("job_id", type=int, required=False)
@@ -247,7 +256,7 @@ def checkpointed(state_dir, job_id):
         if not env_id.isdigit():
             raise InvalidRequest("give a job id (or run inside a job, where ADSCHED_JOB_ID is set)")
         job_id = int(env_id)
-    Store(state_dir).checkpointed(job_id, time.time())
+    _standalone(state_dir).checkpointed(job_id, time.time())
     click.echo(f"job {job_id}: checkpoint recorded")
 
 
@@ -258,10 +267,10 @@ def checkpointed(state_dir, job_id):
 @library_errors
 def cancel(state_dir, job_ids, as_json):
     """Cancel jobs: pending ones at once, running ones when the daemon stops their ranks."""
-    store = Store(state_dir)
+    backend = open_backend(state_dir)
     results = {}
     for job_id in job_ids:
-        results[job_id] = store.cancel(job_id, time.time())
+        results[job_id] = backend.cancel(job_id, time.time())
     if as_json:
         print_json(results)
     else:

@@ -13,6 +13,7 @@ Hooks TOML:
     store = "/var/lib/adsched"                     # adsched state dir where events are recorded
     nvidia_smi_xml = ""                            # read this instead of running nvidia-smi (tests)
     hints_dir = "/run/adsched"                     # per-job topology hints: HINTS_DIR/job-ID.json
+    gpu_check = true                               # false: skip the GPU health check (no GPUs)
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class HookSettings:
     store: str = ""
     nvidia_smi_xml: str = ""
     hints_dir: str = "/run/adsched"
+    gpu_check: bool = True
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "HookSettings":
@@ -53,10 +55,12 @@ class HookSettings:
             data = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise InvalidRequest(f"hooks config {path}: {e}") from None
-        unknown = set(data) - {"cluster", "store", "nvidia_smi_xml", "hints_dir"}
+        unknown = set(data) - {"cluster", "store", "nvidia_smi_xml", "hints_dir", "gpu_check"}
         if unknown or "cluster" not in data:
             raise InvalidRequest(f"hooks config {path}: needs 'cluster'; unknown keys: {sorted(unknown)}")
-        return cls(**{k: str(v) for k, v in data.items()})
+        if not isinstance(data.get("gpu_check", True), bool):
+            raise InvalidRequest(f"hooks config {path}: gpu_check must be true or false")
+        return cls(**{k: v if k == "gpu_check" else str(v) for k, v in data.items()})
 
 
 _COMMENT = re.compile(r"^adsched:queue=([\w.-]+);tier=(\d+);max_leaves=(\d*)$")
@@ -129,12 +133,15 @@ def prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
     node = env.get("SLURMD_NODENAME", "")
     if node not in {n.name for n in config.nodes}:
         raise HookFailure(f"SLURMD_NODENAME {node[:40]!r} is not a node of cluster {config.name}")
-    try:
-        report = check_xml(gpu_xml(settings), expected_gpus=config.node(node).gpus)
-    except HealthInputError as e:
-        raise HookFailure(f"{node}: GPU health unknown: {e}") from None
-    if not report.ok:
-        raise HookFailure(f"{node}: GPU health check failed: {report.summary()}")
+    summary = "GPU check off"
+    if settings.gpu_check:
+        try:
+            report = check_xml(gpu_xml(settings), expected_gpus=config.node(node).gpus)
+        except HealthInputError as e:
+            raise HookFailure(f"{node}: GPU health unknown: {e}") from None
+        if not report.ok:
+            raise HookFailure(f"{node}: GPU health check failed: {report.summary()}")
+        summary = report.summary()
     nodes = _nodes(env, "SLURM_NODELIST", config)
     hints = topology_hints(config, nodes)
     os.makedirs(settings.hints_dir, exist_ok=True)
@@ -145,7 +152,7 @@ def prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
     uid = env.get("SLURM_JOB_UID", "")
     if uid.isdigit() and os.getuid() == 0:
         os.chown(path, int(uid), -1)
-    return f"{node}: {report.summary()}; hints in {path}"
+    return f"{node}: {summary}; hints in {path}"
 
 
 def prolog_slurmctld(settings: HookSettings, env: Mapping[str, str]) -> str:

@@ -43,12 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ClusterConfig, ConfigError, load_config
-from .slurm.render import render_all
+from .slurm.render import EXECUTABLE, PluginSettings, render_all, render_plugin_files
+from .store import Store
 
 LABEL = "adsched.minicluster"  # value: the instance name
 OWNER_LABEL = "adsched.minicluster.owner-pid"  # pid whose exit makes the objects leftovers; "0": persistent
 CONTROLLER = "slurmctld"
 JOBS_DIR = "/jobs"
+NODE_DIR = "/etc/adsched-node"  # per node, read-only: the node's nvidia-smi.xml for the prolog
 BASE_REPO = "adsched-slurm-base"
 IMAGE_REPO = "adsched-minicluster"
 _DOCKER_DIR = Path(__file__).resolve().parent.parent / "docker"
@@ -430,6 +432,7 @@ class MiniCluster:
         persistent: bool = False,
         engine: Engine | None = None,
         log=None,
+        nvidia_smi_xml: str | None = None,
     ):
         self.config_path = Path(config_path).resolve()
         try:
@@ -450,6 +453,9 @@ class MiniCluster:
         self.image: str | None = None
         self.timings: dict[str, float] = {}
         self._images: Images | None = None
+        # The adsched plugin: each node's prolog reads NODE_DIR/nvidia-smi.xml (its own, so a test can
+        # break one node's GPUs); without XML the GPU check is off (containers have no GPUs to ask).
+        self.nvidia_smi_xml = nvidia_smi_xml
 
     # -- names
     @property
@@ -549,12 +555,31 @@ class MiniCluster:
                 return net
         raise MiniClusterError("no free subnet for the mini-cluster network")
 
+    def node_dir(self, node: str) -> Path:
+        """Host side of the node's /etc/adsched-node (its nvidia-smi.xml); changes show at once."""
+        return self.workdir / "node-etc" / node
+
+    @property
+    def store_dir(self) -> Path:
+        """Host side of the adsched store the hooks record in (/jobs/adsched-state in the containers)."""
+        return self.jobs_dir / "adsched-state"
+
+    def _plugin(self) -> PluginSettings:
+        return PluginSettings(conf_dir="/etc/slurm", store=f"{JOBS_DIR}/adsched-state", hints_dir="/run/adsched",
+                              nvidia_smi_xml=f"{NODE_DIR}/nvidia-smi.xml", gpu_check=self.nvidia_smi_xml is not None)
+
     def _write_files(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "etc-slurm"
         conf.mkdir(exist_ok=True)
         self.jobs_dir.mkdir(exist_ok=True)
         os.chmod(self.jobs_dir, 0o1777)
+        for node in self.nodes:
+            self.node_dir(node).mkdir(parents=True, exist_ok=True)
+            if self.nvidia_smi_xml is not None:
+                (self.node_dir(node) / "nvidia-smi.xml").write_text(self.nvidia_smi_xml)
+        if not (self.store_dir / Store.DB_NAME).exists():
+            Store.init(self.store_dir, self.config_path.read_text())
         key = self.workdir / "munge.key"
         if not key.exists():
             key.write_bytes(secrets.token_bytes(1024))
@@ -564,7 +589,8 @@ class MiniCluster:
         sdk = _docker_sdk()
         net = self._pick_subnet(client)
         self.addrs = member_addresses(net, self.nodes)
-        write_slurm_dir(self.config, self.workdir / "etc-slurm", self.addrs)
+        write_slurm_dir(self.config, self.workdir / "etc-slurm", self.addrs, plugin=self._plugin(),
+                        cluster_toml=self.config_path.read_text())
         gateway = str(next(net.hosts()))
         ipam = sdk.types.IPAMConfig(pool_configs=[sdk.types.IPAMPool(subnet=str(net), gateway=gateway)])
         network = client.networks.create(self.name, driver="bridge", internal=True, ipam=ipam,
@@ -578,16 +604,18 @@ class MiniCluster:
         }
 
         def start(member: str) -> None:
+            mounts = dict(volumes)
             if member == CONTROLLER:
                 devices: list[str] = []
             else:
                 devices = [f"/dev/null:/dev/nvidia{i}:rwm" for i in range(self.config.node(member).gpus)]
+                mounts[str(self.node_dir(member))] = {"bind": NODE_DIR, "mode": "ro"}
             client.containers.run(
                 self.image, command=self.command(member), name=self.container_name(member), hostname=member,
                 detach=True, init=True, labels={**self._labels(), f"{LABEL}.member": member},
                 network=self.name,
                 networking_config={self.name: client.api.create_endpoint_config(ipv4_address=self.addrs[member])},
-                extra_hosts=self.addrs, devices=devices, volumes=volumes,
+                extra_hosts=self.addrs, devices=devices, volumes=mounts,
                 environment={"SLURM_CONF": "/etc/slurm/slurm.conf"}, working_dir=JOBS_DIR,
             )
 
@@ -781,15 +809,20 @@ def member_addresses(subnet: str | ipaddress.IPv4Network, nodes: list[str]) -> d
     return addrs
 
 
-def write_slurm_dir(config: ClusterConfig, dest: str | os.PathLike, addrs: dict[str, str]) -> list[Path]:
-    """Render slurm.conf, topology.conf and gres.conf for the containers (addresses from member_addresses)."""
+def write_slurm_dir(config: ClusterConfig, dest: str | os.PathLike, addrs: dict[str, str],
+                    plugin: PluginSettings | None = None, cluster_toml: str = "") -> list[Path]:
+    """Render slurm.conf, topology.conf and gres.conf for the containers (addresses from member_addresses),
+    and with `plugin` the adsched job_submit plugin, its rules and the hook scripts."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     files = render_all(config, controller=CONTROLLER, controller_addr=addrs[CONTROLLER],
-                       node_addrs={n.name: addrs[n.name] for n in config.nodes})
+                       node_addrs={n.name: addrs[n.name] for n in config.nodes}, plugin=plugin)
+    if plugin is not None:
+        files.update(render_plugin_files(config, cluster_toml, plugin))
     out = []
     for fname, text in files.items():
         (dest / fname).write_text(text)
+        os.chmod(dest / fname, 0o755 if fname in EXECUTABLE else 0o644)
         out.append(dest / fname)
     return out
 

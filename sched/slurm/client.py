@@ -152,6 +152,9 @@ class SubmitSpec:
     max_leaves: int | None = None
     max_leaves_wait: int | None = None  # seconds
     workdir: str | None = None
+    array: str | None = None  # "0-999%50", as sbatch --array takes it
+    dependency: str | None = None  # "afterok:1:2,afterany:3"
+    no_requeue: bool = False
 
     def sbatch_args(self) -> list[str]:
         args = ["sbatch", "--parsable", "-p", self.partition, "-N", str(self.nodes),
@@ -162,6 +165,12 @@ class SubmitSpec:
             args += ["-J", self.name]
         if self.workdir:
             args += ["-D", self.workdir]
+        if self.array:
+            args += [f"--array={self.array}"]
+        if self.dependency:
+            args += [f"--dependency={self.dependency}"]
+        if self.no_requeue:
+            args += ["--no-requeue"]
         if self.max_leaves is not None:  # job_submit.lua turns this into --switches=N@wait
             wait = f";wait={self.max_leaves_wait}" if self.max_leaves_wait is not None else ""
             args += [f"--comment=adsched:max_leaves={self.max_leaves}{wait}"]

@@ -10,18 +10,40 @@ Mapping (adsched -> Slurm):
 - queue             -> one partition: `PriorityTier=tier`, `MaxTime`, `DefaultTime`,
                        `PreemptMode=REQUEUE` if preemptible else `OFF`; the default queue is `Default=YES`
 - fake/real GPUs    -> gres.conf `Name=gpu File=<gpu_device_prefix>[0-N]`
+- adsched plugin    -> `JobSubmitPlugins=lua` with job_submit.lua + adsched_rules.lua (queue rules as lua data),
+                       `PrologFlags=Alloc`, Prolog/PrologSlurmctld/Epilog wrapper scripts running
+                       `adsched hook KIND --config <conf_dir>/adsched-hooks.toml`
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
 
 from ..config import ClusterConfig, NodeSpec
 from ..hostlist import compress
 from ..timefmt import format_duration
+from .luarules import render_lua_rules
 
-__all__ = ["render_slurm_conf", "render_topology_conf", "render_gres_conf", "render_all", "slurm_cluster_name"]
+__all__ = ["render_slurm_conf", "render_topology_conf", "render_gres_conf", "render_all", "slurm_cluster_name",
+           "PluginSettings", "render_plugin_files", "EXECUTABLE"]
+
+HOOKS = {"Prolog": "prolog", "PrologSlurmctld": "prolog-slurmctld", "Epilog": "epilog"}
+EXECUTABLE = {f"adsched-{kind}" for kind in HOOKS.values()}  # files a caller must make executable
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """Where the adsched pieces live on the Slurm hosts (the same paths on every host)."""
+
+    conf_dir: str = "/etc/slurm"  # job_submit.lua must sit beside slurm.conf
+    store: str = "/var/lib/adsched"  # adsched state dir the hooks record events in ("" : none)
+    hints_dir: str = "/run/adsched"
+    nvidia_smi_xml: str = ""  # read instead of running nvidia-smi (test beds)
+    gpu_check: bool = True  # False: the prolog skips the GPU health check (no GPUs at all)
+    python: str = "/usr/bin/python3"  # with adsched installed
 
 
 def slurm_cluster_name(config: ClusterConfig) -> str:
@@ -55,6 +77,7 @@ def render_slurm_conf(
     slurm_user: str = "root",
     def_mem_per_cpu: int | None = None,
     extra_lines: tuple[str, ...] = (),
+    plugin: PluginSettings | None = None,
 ) -> str:
     """slurm.conf for `config`.
 
@@ -102,6 +125,7 @@ def render_slurm_conf(
         "PreemptType=preempt/partition_prio",
         "PreemptMode=REQUEUE",
         "JobRequeue=1",
+        *_plugin_lines(plugin),
         *extra_lines,
         "",
         "# Nodes",
@@ -116,13 +140,56 @@ def render_slurm_conf(
     lines += ["", "# Partitions: one per queue; a higher PriorityTier is scheduled (and preempts) first"]
     default = config.scheduler.default_queue
     for q in config.queues.values():
-        preempt = "REQUEUE" if q.preemptible else "OFF"
+        # A preemptible queue's grace period is Slurm's GraceTime: SIGTERM, then SIGKILL that much later.
+        preempt = f"REQUEUE GraceTime={q.grace_period}" if q.preemptible else "OFF"
         lines.append(
             f"PartitionName={q.name} Nodes=ALL Default={'YES' if q.name == default else 'NO'} "
             f"PriorityTier={q.tier} MaxTime={_time(q.max_time)} DefaultTime={_time(q.default_time)} "
             f"PreemptMode={preempt} State=UP"
         )
     return "\n".join(lines) + "\n"
+
+
+def _plugin_lines(plugin: PluginSettings | None) -> list[str]:
+    if plugin is None:
+        return []
+    return [
+        "",
+        "# adsched: queue rules at submit (job_submit.lua), GPU health and topology hooks",
+        "JobSubmitPlugins=lua",
+        "PrologFlags=Alloc",
+        *(f"{key}={plugin.conf_dir}/adsched-{kind}" for key, kind in HOOKS.items()),
+    ]
+
+
+def render_plugin_files(config: ClusterConfig, cluster_toml: str, plugin: PluginSettings) -> dict[str, str]:
+    """job_submit.lua, its rules, the hooks TOML, the cluster TOML and the hook wrapper scripts.
+
+    The wrappers carry no logic and read nothing from the job: Slurm runs them as root with the
+    job's SLURM_* variables, and they exec the one Python entry point with a fixed config path.
+    """
+    hooks_toml = "\n".join([
+        "# adsched hooks settings (rendered by adsched).",
+        f'cluster = "{plugin.conf_dir}/adsched-cluster.toml"',
+        f'store = "{plugin.store}"',
+        f'hints_dir = "{plugin.hints_dir}"',
+        f'nvidia_smi_xml = "{plugin.nvidia_smi_xml}"',
+        f"gpu_check = {'true' if plugin.gpu_check else 'false'}",
+        "",
+    ])
+    files = {
+        "job_submit.lua": resources.files("adsched.plugins").joinpath("job_submit.lua").read_text(),
+        "adsched_rules.lua": render_lua_rules(config),
+        "adsched-hooks.toml": hooks_toml,
+        "adsched-cluster.toml": cluster_toml,
+    }
+    for kind in HOOKS.values():
+        files[f"adsched-{kind}"] = (
+            "#!/bin/sh\n"
+            f"# Slurm {kind} hook (rendered by adsched): all logic is in `adsched hook {kind}`.\n"
+            f"exec {plugin.python} -m adsched.cli.adsched hook {kind} --config {plugin.conf_dir}/adsched-hooks.toml\n"
+        )
+    return files
 
 
 def render_topology_conf(config: ClusterConfig) -> str:

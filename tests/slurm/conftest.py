@@ -20,14 +20,17 @@ import pytest
 
 from adsched.minicluster import MiniCluster, host_network_state
 
+from test_gpu_health import eight_gpu_node
+
 MINI8 = Path(__file__).resolve().parent.parent / "clusters" / "mini8.toml"
 
 
 @pytest.fixture(scope="session")
 def minicluster(tmp_path_factory):
     before = host_network_state()
+    # Every node's prolog checks "its" GPUs: the real H200 nvidia-smi -q -x output cloned to 8 GPUs.
     mc = MiniCluster(MINI8, f"adsched-test-{os.getpid()}", state_dir=tmp_path_factory.mktemp("minicluster"),
-                     node_timeout=90)
+                     node_timeout=90, nvidia_smi_xml=eight_gpu_node())
     mc.up()  # MiniClusterError (no engine, no image, a node that never registers) fails the tests loudly
     try:
         yield mc

@@ -1,0 +1,120 @@
+"""Where `adsub` sends work: the standalone store/daemon, or Slurm. Chosen by `[cluster] backend`.
+
+Both take the same JobRequest, validated the same way (jobspec.build_job), and answer with the
+same JobRecord, so `adsub` prints the same tables whichever runs the jobs. The Slurm backend
+keeps no job state of its own: Slurm is the source of truth (read through SlurmClient), and the
+store only holds the cluster config and the events the Slurm hooks record.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Protocol
+
+from .errors import InvalidRequest, NotFound
+from .jobspec import JobRequest, build_job
+from .slurm.client import Runner, SlurmClient, SlurmJob, SubmitSpec, local_runner
+from .store import JobRecord, Store
+
+
+class Backend(Protocol):
+    def submit(self, req: JobRequest, now: float) -> int: ...
+
+    def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]: ...
+
+    def job(self, job_id: int) -> JobRecord: ...
+
+    def cancel(self, job_id: int, now: float) -> str: ...
+
+    def events(self, job_id: int | None = None) -> list[dict]: ...
+
+
+def open_backend(state_dir: str | Path, runner: Runner = local_runner) -> Backend:
+    store = Store(state_dir)
+    if store.config.backend == "slurm":
+        return SlurmBackend(store, SlurmClient(runner))
+    return store
+
+
+# Slurm's finished states map onto ours; the rest keep Slurm's name (REQUEUED, NODE_FAIL, ...).
+_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED", "PREEMPTED"}
+
+
+class SlurmBackend:
+    def __init__(self, store: Store, client: SlurmClient):
+        self.store = store  # the cluster config, and the events the hooks write
+        self.config = store.config
+        self.client = client
+
+    def submit(self, req: JobRequest, now: float) -> int:
+        for flag, value in (("--gpus PROFILE:N (MIG)", req.mig), ("--signal", req.signal)):
+            if value:
+                raise InvalidRequest(f"{flag} is not supported on the Slurm backend yet")
+        job = build_job(self.config, req, now)  # the same checks as standalone; job_submit.lua checks again
+        spec = SubmitSpec(
+            command=list(req.command), nodes=job.num_nodes, gpus_per_node=job.gpus_per_node, partition=job.queue,
+            time_minutes=math.ceil(job.time_limit / 60), name=job.name, max_leaves=job.max_leaves,
+            workdir=req.workdir, array=req.array, dependency=_slurm_dependency(job.after_ok, job.after_any),
+            no_requeue=req.no_requeue,
+        )
+        return self.client.submit(spec)
+
+    def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]:
+        out = []
+        for j in self.client.jobs():
+            rec = _record(j)
+            if states and rec.state not in states and not ("RUNNING" in states and rec.state in _ACTIVE - {"PENDING"}):
+                continue
+            if (user and rec.user != user) or (queue and rec.queue != queue):
+                continue
+            out.append(rec)
+        return sorted(out, key=lambda r: r.id)
+
+    def job(self, job_id: int) -> JobRecord:
+        j = self.client.job(job_id)
+        if j is None:
+            raise NotFound(f"no job {job_id} in Slurm (finished jobs leave squeue after MinJobAge)")
+        return _record(j)
+
+    def cancel(self, job_id: int, now: float) -> str:
+        job = self.job(job_id)
+        if job.state not in _ACTIVE:
+            raise InvalidRequest(f"job {job_id} already ended ({job.state})")
+        self.client.cancel(job_id)
+        return "CANCELLED" if job.state == "PENDING" else "CANCELLING"
+
+    def events(self, job_id: int | None = None) -> list[dict]:
+        return self.store.events(job_id)
+
+
+def _slurm_dependency(after_ok: tuple[int, ...], after_any: tuple[int, ...]) -> str | None:
+    parts = []
+    if after_ok:
+        parts.append("afterok:" + ":".join(map(str, after_ok)))
+    if after_any:
+        parts.append("afterany:" + ":".join(map(str, after_any)))
+    return ",".join(parts) or None
+
+
+def _max_leaves(comment: str) -> int | None:
+    for field in comment.replace("adsched:", "").split(";"):
+        key, _, value = field.partition("=")
+        if key == "max_leaves" and value.isdigit():
+            return int(value)
+    return None
+
+
+def _record(j: SlurmJob) -> JobRecord:
+    raw = j.raw
+    return JobRecord(
+        id=j.id, name=j.name, user=j.user, queue=j.partition, num_nodes=j.num_nodes, gpus_per_node=j.gpus_per_node,
+        time_limit=j.time_limit or 0, priority=0, max_leaves=_max_leaves(j.comment),
+        command=[raw.get("command") or ""], workdir=raw.get("current_working_directory") or "", env={},
+        state=j.state, reason="" if j.reason in ("None", "") else j.reason, submit_time=j.submit_time or 0.0,
+        start_time=j.start_time, end_time=j.end_time, exit_code=j.exit_code, nodelist=",".join(j.nodes),
+        restart_count=j.restart_count, cancel_requested=False,
+        array_id=raw.get("array_job_id") or None, array_index=raw.get("array_task_id") if raw.get("array_job_id") else None,
+        allocations=[{"rank": i, "node": n, "gpus": list(range(j.gpus_per_node)), "slices": []}
+                     for i, n in enumerate(j.nodes)],
+    )

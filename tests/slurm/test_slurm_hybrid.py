@@ -1,0 +1,161 @@
+"""Slurm hybrid on the real Slurm 22.05 mini-cluster: job_submit.lua, the hooks, adsub on Slurm.
+
+Every test leaves the shared cluster as it found it: its jobs cancelled, its nodes resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from adsched.slurm.client import SlurmClient
+from adsched.store import Store
+
+from test_gpu_health import eight_gpu_node, set_text
+
+pytestmark = pytest.mark.slurm
+STATE = "/jobs/adsched-state"
+
+
+def client(mc) -> SlurmClient:
+    def runner(argv, stdin, timeout):
+        assert stdin is None, "scripts go through adsub inside the cluster"
+        r = mc.exec(argv, timeout=timeout)
+        return r.rc, r.stdout, r.stderr
+
+    return SlurmClient(runner)
+
+
+def adsub(mc, *args, timeout=60):
+    return mc.exec(["adsub", *args[:1], "--state", STATE, *args[1:]], timeout=timeout)
+
+
+def until(pred, timeout=60.0, step=0.5, what="condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what} not reached in {timeout:.0f} s")
+
+
+def sbatch(mc, *args) -> int:
+    r = mc.exec(["sbatch", "--parsable", *args], timeout=30)
+    assert r.rc == 0, r.stderr
+    return int(r.stdout.strip().split(";")[0])
+
+
+def cancel_all(mc):
+    mc.exec("scancel --full $(squeue -h -o %i) 2>/dev/null; true", timeout=30)
+    until(lambda: not client(mc).jobs() or all(j.state not in ("RUNNING", "PENDING", "COMPLETING")
+                                               for j in client(mc).jobs()), what="jobs gone")
+
+
+@pytest.fixture
+def slurm(minicluster):
+    cancel_all(minicluster)
+    yield minicluster
+    cancel_all(minicluster)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "nope"], "adsched: unknown queue 'nope'"),
+    (["-p", "debug", "-t", "120"], "adsched: time limit 120 min exceeds queue debug max of 60 min"),
+    (["-N", "2", "--gres=gpu:4"], "adsched: a multi-node GPU job takes whole nodes: ask --gres=gpu:8"),
+    (["-p", "debug", "-N", "2", "--gres=gpu:8"], "adsched: 16 GPUs exceed queue debug limit of 8 per job"),
+])
+def test_job_submit_lua_rejects_at_the_prompt(slurm, args, message):
+    r = slurm.exec(["sbatch", *args, "--wrap", "true"], timeout=30)
+    assert r.rc == 1
+    assert f"sbatch: error: {message}" in r.stderr
+
+
+def test_job_submit_lua_applies_queue_defaults(slurm):
+    job_id = sbatch(slurm, "--hold", "--wrap", "true")  # no partition, no time limit
+    job = client(slurm).job(job_id)
+    assert job.partition == "explore" and job.time_limit == 2 * 3600
+    assert job.comment == "adsched:queue=explore;tier=1;max_leaves="
+
+
+def test_adsub_on_slurm_max_leaves_1_waits_for_a_leaf_then_runs_inside_it(slurm):
+    # Leaf1 and leaf2 each have 2 free nodes: 4 free in all, but no leaf has 3.
+    blockers = [sbatch(slurm, "-p", "release", "-w", n, "--gres=gpu:8", "--wrap", "sleep 300")
+                for n in ("node1", "node2", "node5", "node6")]
+    until(lambda: all(client(slurm).job(b).state == "RUNNING" for b in blockers), what="blockers running")
+    r = adsub(slurm, "submit", "-N", "3", "-q", "train", "--max-leaves", "1", "-J", "gang3", "--json",
+              "--", "sleep", "2")
+    assert r.rc == 0, r.stderr
+    gang = json.loads(r.stdout)["job_id"]
+    time.sleep(5)
+    queued = json.loads(adsub(slurm, "queue", "--json").stdout)
+    mine = next(j for j in queued if j["id"] == gang)
+    assert mine["state"] == "PENDING" and mine["max_leaves"] == 1 and mine["num_nodes"] == 3
+    slurm.exec(["scancel", str(blockers[2])], timeout=30)  # node5 frees: leaf2 now has 3
+    job = until(lambda: (j := client(slurm).job(gang)) and j.state in ("RUNNING", "COMPLETED") and j,
+                what="gang started")
+    assert sorted(job.nodes) == ["node5", "node7", "node8"]
+    assert {slurm.leaf_of(n) for n in job.nodes} == {"leaf2"}
+    starts = until(lambda: [e for e in Store(slurm.store_dir).events(gang) if e["kind"] == "slurm_start"],
+                   what="start event")
+    assert starts[0]["data"]["leaves"] == ["leaf2"]
+
+
+def test_adsub_on_slurm_queue_show_cancel_and_bad_input(slurm):
+    r = adsub(slurm, "submit", "-N", "2", "-q", "explore", "--", "sleep", "300")
+    assert r.rc == 0 and r.stdout.startswith("Submitted job "), r.stderr
+    job_id = int(r.stdout.split()[-1])
+    until(lambda: client(slurm).job(job_id).state == "RUNNING", what="running")
+    table = adsub(slurm, "queue").stdout.splitlines()
+    assert table[0].split() == ["JOBID", "QUEUE", "NAME", "USER", "ST", "TIME", "NODES", "GPUS", "NODELIST(REASON)"]
+    row = next(line.split() for line in table[1:] if line.split()[0] == str(job_id))
+    assert row[1] == "explore" and row[4] == "R" and row[6:8] == ["2", "16"]
+    shown = json.loads(adsub(slurm, "show", str(job_id), "--json").stdout)
+    assert shown["state"] == "RUNNING" and [e["kind"] for e in shown["events"]] == ["slurm_start"]
+    r = adsub(slurm, "cancel", str(job_id))
+    assert r.rc == 0 and f"job {job_id}: CANCELLING" in r.stdout
+    until(lambda: client(slurm).job(job_id) is None or client(slurm).job(job_id).state == "CANCELLED",
+          what="cancelled")
+    bad = adsub(slurm, "submit", "-q", "nope", "--", "true")
+    assert bad.rc == 2 and "unknown queue 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_prolog_fails_closed_on_uncorrectable_ecc_drains_the_node_and_requeues(slurm):
+    xml = slurm.node_dir("node4") / "nvidia-smi.xml"
+    xml.write_text(eight_gpu_node(set_text("ecc_errors/volatile/dram_uncorrectable", "3")))
+    try:
+        job_id = sbatch(slurm, "-w", "node4", "--gres=gpu:8", "--wrap", "true")
+        node = until(lambda: next((n for n in client(slurm).nodes() if n.name == "node4" and "drain" in n.state), None),
+                     what="node4 drained")
+        assert "Prolog" in node.reason
+        job = until(lambda: (j := client(slurm).job(job_id)) and j.restart_count >= 1 and j.state == "PENDING" and j,
+                    what="job requeued")
+        assert job.nodes == [] or job.state == "PENDING"
+        log = slurm.logs(tail=200)["node4"]  # slurmd logs the failing prolog's output
+        assert "prolog failed: rc:1 output:adsched prolog: node4: GPU health check failed: GPU 3" in log
+        assert "3 uncorrectable ECC error(s) since driver load" in log
+    finally:
+        xml.write_text(eight_gpu_node())
+        slurm.exec(["scontrol", "update", "nodename=node4", "state=resume"], timeout=30)
+        until(lambda: all("drain" not in n.state for n in client(slurm).nodes()), what="node4 resumed")
+
+
+def test_release_queue_preempts_and_requeues_an_explore_job(slurm):
+    victim = sbatch(slurm, "-p", "explore", "-N", "8", "--gres=gpu:8", "--wrap", "sleep 300")
+    until(lambda: client(slurm).job(victim).state == "RUNNING", what="victim running")
+    release = sbatch(slurm, "-p", "release", "-N", "2", "--gres=gpu:8", "--wrap", "sleep 1")
+    until(lambda: client(slurm).job(release).state in ("RUNNING", "COMPLETED", "COMPLETING"), timeout=90,
+          what="release job started")
+    requeued = client(slurm).job(victim)
+    assert requeued.restart_count >= 1 and requeued.state in ("PENDING", "REQUEUED")
+
+
+def test_hooks_record_start_and_end_in_the_store(slurm):
+    job_id = sbatch(slurm, "-N", "2", "--gres=gpu:8", "--wrap", "true")
+    events = until(lambda: (ev := Store(slurm.store_dir).events(job_id))
+                   and sum(e["kind"] == "slurm_end" for e in ev) == 2 and ev, what="end events")
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "slurm_start" and kinds.count("slurm_end") == 2
+    assert sorted(e["data"]["node"] for e in events if e["kind"] == "slurm_end") == sorted(events[0]["data"]["nodes"])
