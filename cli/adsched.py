@@ -18,6 +18,7 @@ from adsched.store import Store
 from .hook import hook
 from .minicluster import minicluster
 from .sim import sim
+from .slurm import slurm
 from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
 
 
@@ -167,6 +168,7 @@ def demo(state_dir, as_json):
 main.add_command(hook)
 main.add_command(minicluster)
 main.add_command(sim)
+main.add_command(slurm)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -228,3 +228,43 @@ def render_all(config: ClusterConfig, *, gpu_device_prefix: str = "/dev/nvidia",
         "topology.conf": render_topology_conf(config),
         "gres.conf": render_gres_conf(config, gpu_device_prefix=gpu_device_prefix),
     }
+
+
+def render_site(config: ClusterConfig, cluster_toml: str, *, controller: str = "slurmctld",
+                plugin: PluginSettings | None = PluginSettings(), **slurm_conf_args) -> dict[str, str]:
+    """Everything a Slurm site needs in its config dir, adsched plugin included (unless plugin=None)."""
+    files = render_all(config, controller=controller, plugin=plugin, **slurm_conf_args)
+    if plugin is not None:
+        files.update(render_plugin_files(config, cluster_toml, plugin))
+    return files
+
+
+# --- the reverse: an existing topology.conf into the TOML's switch tree ------------------------------------
+
+_TOPO_LINE = re.compile(r"^SwitchName=(\S+)\s+(Nodes|Switches)=(\S+)", re.IGNORECASE)
+
+
+def import_topology(text: str) -> str:
+    """`[switches.X]` TOML tables from a Slurm topology.conf (comments and link speeds ignored).
+
+    Host lists are kept as Slurm wrote them; `adsched config check` validates the result with the nodes.
+    """
+    from ..hostlist import HostlistError, expand
+
+    tables = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = _TOPO_LINE.match(line)
+        if not m:
+            raise ValueError(f"topology.conf line {number}: not 'SwitchName=X Nodes=...' or 'Switches=...': {raw!r}")
+        name, kind, members = m.group(1), m.group(2).lower(), m.group(3)
+        try:
+            expand(members)
+        except HostlistError as e:
+            raise ValueError(f"topology.conf line {number}: {e}") from None
+        tables.append(f'[switches.{name}]\n{kind} = "{members}"\n')
+    if not tables:
+        raise ValueError("topology.conf holds no SwitchName lines")
+    return "# Imported from topology.conf by `adsched slurm import-topology`.\n" + "\n".join(tables)
