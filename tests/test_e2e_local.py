@@ -189,3 +189,16 @@ def test_fair_share_usage_survives_a_daemon_restart(store):
     gpu_hours = users[store.job(job_id).user]
     assert 16 * 1.0 / 3600 < gpu_hours < 16 * 5.0 / 3600  # 16 GPUs for ~1-2 s
     assert queues["work"] == pytest.approx(gpu_hours)
+
+
+def test_relative_state_dir(tmp_path, monkeypatch):
+    """`adsched demo` defaults to ./demo-state: ranks run elsewhere, so paths must not be relative."""
+    monkeypatch.chdir(tmp_path)
+    Store.init("rel-state", SMALL)
+    store = Store("rel-state")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    job_id = store.submit(JobRequest(py("print('ok')"), nodes=2, workdir=str(workdir)), time.time())
+    Daemon(store, LocalExecutor("rel-state")).run(until_idle=True, max_seconds=30)
+    assert store.job(job_id).state == "COMPLETED"
+    assert (tmp_path / "rel-state" / "jobs" / str(job_id) / "rank-1.out").read_text() == "ok\n"

@@ -18,7 +18,7 @@ from . import RankEnd, checkpoint_file, job_dir, rank_env
 
 class LocalExecutor:
     def __init__(self, state_dir: os.PathLike):
-        self.state_dir = state_dir
+        self.state_dir = os.path.abspath(state_dir)  # ranks run in their own workdir: no relative paths
         self._children: dict[int, subprocess.Popen] = {}  # reaped here so they don't linger as zombies
 
     def launch(self, job: JobRecord) -> dict[int, int]:

@@ -34,7 +34,7 @@ class SSHSettings:
 
 class SSHExecutor:
     def __init__(self, state_dir: os.PathLike, addresses: dict[str, str], settings: SSHSettings = SSHSettings()):
-        self.state_dir = os.fspath(state_dir)
+        self.state_dir = os.path.abspath(state_dir)  # the same path on the nodes (a shared file system)
         self.addresses = addresses  # node name -> host
         self.settings = settings
         self._clients: dict[str, paramiko.SSHClient] = {}
