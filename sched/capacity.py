@@ -10,26 +10,31 @@ so "can N nodes with G free GPUs be had, and within how many leaves?" never scan
 
 A GPU is free when it is neither busy (a running or just-started job holds it) nor held
 (a reservation promises it to a blocked job). Holds are per reservation, so backfill can
-lift one reservation's hold for a job that ends before that reservation starts.
+lift one reservation's hold for a job that ends before that reservation starts;
+`fitting_counts` answers "how many nodes would fit if these holds were lifted?" without
+lifting them (the scheduler asks it for every backfill candidate).
 MIG-split GPUs are not in the whole-GPU masks at all; their slices are tracked apart.
+
+What depends on the config alone (names, leaves, spines, masks, MIG slots, the counters of
+an idle cluster) is built once per ClusterConfig (`_layout`) and shared by every cycle.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 from .config import ClusterConfig
 from .model import NodeAlloc, Placement, Snapshot
 
 
-class Capacity:
-    def __init__(self, config: ClusterConfig, snapshot: Snapshot | None = None):
-        self.config = config
+class _Layout:
+    """The config-derived, read-only part of a Capacity."""
+
+    def __init__(self, config: ClusterConfig):
         self.names: list[str] = [n.name for n in config.nodes]
         self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
         self.total: list[int] = [n.whole_gpus for n in config.nodes]
         self.max_gpus = max(self.total) if self.total else 0
-
         self.leaf_names: list[str] = list(config.leaves)
         leaf_idx = {name: l for l, name in enumerate(self.leaf_names)}
         self.leaf_of: list[int] = [leaf_idx[n.leaf] for n in config.nodes]
@@ -42,40 +47,19 @@ class Capacity:
         for l, name in enumerate(self.leaf_names):
             groups.setdefault(config.parents.get(name, ""), []).append(l)
         self.spine_groups: list[list[int]] = list(groups.values())
-
-        self.up: list[bool] = [True] * len(self.names)
         self.all_mask: list[int] = [(1 << g) - 1 for g in self.total]
-        self.busy: list[int] = [0] * len(self.names)
-        self.held: list[int] = [0] * len(self.names)  # union of holds[i]
-        self.holds: dict[int, dict[int, int]] = {}  # node -> reservation job id -> GPU bits
-        self.free_mask: list[int] = list(self.all_mask)
-        self.free: list[int] = list(self.total)
 
         # MIG slices: per node, slot k = (GPU, slice index, profile); free slots per profile.
         self.mig_nodes: list[int] = []
         self.mig_slots: dict[int, list[tuple[int, int, str]]] = {}
         self.mig_pos: dict[int, dict[tuple[int, int], int]] = {}
-        self.mig_free: dict[int, dict[str, int]] = {}
+        self.mig_free: dict[int, dict[str, int]] = {}  # all free; each cycle copies it
         for i, n in enumerate(config.nodes):
             if n.mig_gpus:
                 self._init_mig(i, n.whole_gpus, n.mig_gpus, n.mig_profile)
-
-        if snapshot is not None:
-            for name in snapshot.unavailable:
-                if name in self.index:
-                    self.up[self.index[name]] = False
-            for run in snapshot.running:
-                for a in run.placement:
-                    i = self.index.get(a.node)
-                    if i is None:
-                        continue
-                    for g in a.gpus:
-                        self.busy[i] |= 1 << g
-                    self.free_mask[i] = self.all_mask[i] & ~self.busy[i]
-                    self.free[i] = self.free_mask[i].bit_count()
-                    if a.slices:
-                        self._mig_mark(i, a.slices, busy=True)
-        self._rebuild_counters()
+        # The counters of an idle cluster with every node up: most cycles start from a copy.
+        self.at_least, self.leaf_at_least = _counters(self.total, [True] * len(self.total), self.leaf_of,
+                                                      len(self.leaf_names), self.max_gpus)
 
     def _init_mig(self, i: int, first: int, count: int, profile: tuple[tuple[str, int], ...]) -> None:
         slots = []
@@ -93,6 +77,125 @@ class Capacity:
             free[name] = free.get(name, 0) | (1 << pos)
         self.mig_free[i] = free
 
+
+def _layout(config: ClusterConfig) -> _Layout:
+    """The config's layout, built on first use and kept on the (frozen) config itself."""
+    layout = config.__dict__.get("_capacity_layout")
+    if layout is None:
+        layout = _Layout(config)
+        object.__setattr__(config, "_capacity_layout", layout)
+    return layout
+
+
+def _counters(free: list[int], up: list[bool], leaf_of: list[int], n_leaves: int,
+              top: int) -> tuple[list[int], list[list[int]]]:
+    """at_least and leaf_at_least from scratch: count nodes per exact free count, then sum
+    from the top down (one pass over nodes instead of one per GPU count)."""
+    exact = [[0] * (top + 1) for _ in range(n_leaves)]
+    for i, f in enumerate(free):
+        if up[i]:
+            exact[leaf_of[i]][f] += 1
+    at_least = [0] * (top + 2)
+    leaf_at_least = []
+    for counts in exact:
+        row, acc = [0] * (top + 2), 0
+        for g in range(top, -1, -1):
+            acc += counts[g]
+            row[g] = acc
+            at_least[g] += acc
+        leaf_at_least.append(row)
+    return at_least, leaf_at_least
+
+
+# (free mask, count) -> (the lowest `count` set bits, their GPU indexes); a pure memo, shared
+# by all cycles: taking the 8 GPUs of each of 100 nodes bit by bit was the replay's top cost.
+_LOWEST: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {}
+
+
+def _lowest(mask: int, count: int) -> tuple[int, tuple[int, ...]] | None:
+    """The `count` lowest set bits of mask and their indexes, or None if it has fewer."""
+    key = (mask, count)
+    found = _LOWEST.get(key)
+    if found is None:
+        bits, gpus = 0, []
+        while len(gpus) < count:
+            low = mask & -mask
+            if not low:
+                return None
+            gpus.append(low.bit_length() - 1)
+            bits |= low
+            mask ^= low
+        found = _LOWEST[key] = (bits, tuple(gpus))
+    return found
+
+
+# GPU index tuple -> bit mask; placements repeat the same few tuples ((0..7) above all).
+_MASKS: dict[tuple[int, ...], int] = {}
+
+
+def _mask(gpus: tuple[int, ...]) -> int:
+    try:
+        return _MASKS[gpus]
+    except (KeyError, TypeError):  # TypeError: a list, from a hand-built placement
+        bits = 0
+        for g in gpus:
+            bits |= 1 << g
+        if isinstance(gpus, tuple):
+            _MASKS[gpus] = bits
+        return bits
+
+
+def _noop() -> None:
+    pass
+
+
+class Capacity:
+    def __init__(self, config: ClusterConfig, snapshot: Snapshot | None = None):
+        lay = _layout(config)
+        self.config = config
+        # Shared with the layout and every other cycle: read, never mutated.
+        self.names, self.index, self.total, self.max_gpus = lay.names, lay.index, lay.total, lay.max_gpus
+        self.leaf_names, self.leaf_of, self.leaf_nodes = lay.leaf_names, lay.leaf_of, lay.leaf_nodes
+        self.spine_groups, self.all_mask = lay.spine_groups, lay.all_mask
+        self.mig_nodes, self.mig_slots, self.mig_pos = lay.mig_nodes, lay.mig_slots, lay.mig_pos
+
+        n = len(self.names)
+        self.up: list[bool] = [True] * n
+        self.busy: list[int] = [0] * n
+        self.held: list[int] = [0] * n  # union of holds[i]
+        self.holds: dict[int, dict[int, int]] = {}  # node -> reservation job id -> GPU bits
+        self._owned: dict[int, dict[int, int]] = {}  # reservation job id -> node -> GPU bits
+        self.free_mask: list[int] = list(self.all_mask)
+        self.free: list[int] = list(self.total)
+        self.mig_free: dict[int, dict[str, int]] = {i: dict(f) for i, f in lay.mig_free.items()}
+
+        changed = False
+        if snapshot is not None:
+            for name in snapshot.unavailable:
+                if name in self.index:
+                    self.up[self.index[name]] = False
+                    changed = True
+            busy, index = self.busy, self.index
+            touched = set()
+            for run in snapshot.running:
+                for a in run.placement:
+                    i = index.get(a.node)
+                    if i is None:
+                        continue
+                    busy[i] |= _mask(a.gpus)
+                    touched.add(i)
+                    if a.slices:
+                        self._mig_mark(i, a.slices, busy=True)
+            for i in touched:
+                self.free_mask[i] = self.all_mask[i] & ~busy[i]
+                self.free[i] = self.free_mask[i].bit_count()
+            changed = changed or bool(touched)
+        if changed:
+            self._rebuild_counters()
+        else:
+            self.at_least = list(lay.at_least)
+            self.leaf_at_least = [list(row) for row in lay.leaf_at_least]
+
     def _mig_mark(self, i: int, slices, busy: bool) -> list[tuple[str, int]]:
         """Mark slices busy (or free); returns the (profile, bits) actually changed."""
         pos, slots, free = self.mig_pos.get(i, {}), self.mig_slots.get(i, []), self.mig_free.get(i, {})
@@ -108,57 +211,51 @@ class Capacity:
         return changed
 
     def _rebuild_counters(self) -> None:
-        G = self.max_gpus
-        self.at_least = [0] * (G + 2)
-        self.leaf_at_least = [[0] * (G + 2) for _ in self.leaf_names]
-        for i, f in enumerate(self.free):
-            if not self.up[i]:
-                continue
-            row = self.leaf_at_least[self.leaf_of[i]]
-            for g in range(f + 1):
-                self.at_least[g] += 1
-                row[g] += 1
+        self.at_least, self.leaf_at_least = _counters(self.free, self.up, self.leaf_of, len(self.leaf_names),
+                                                      self.max_gpus)
 
-    def _set_free(self, i: int, new: int) -> None:
-        old = self.free[i]
-        self.free[i] = new
-        if not self.up[i] or old == new:
+    def _refresh(self, i: int) -> None:
+        """Recompute node i's free GPUs from its busy and held bits; keep the counters in step."""
+        mask = self.all_mask[i] & ~(self.busy[i] | self.held[i])
+        self.free_mask[i] = mask
+        new, old = mask.bit_count(), self.free[i]
+        if new == old:
             return
-        row = self.leaf_at_least[self.leaf_of[i]]
+        self.free[i] = new
+        if not self.up[i]:
+            return
+        at_least, row = self.at_least, self.leaf_at_least[self.leaf_of[i]]
         if new < old:
             for g in range(new + 1, old + 1):
-                self.at_least[g] -= 1
+                at_least[g] -= 1
                 row[g] -= 1
         else:
             for g in range(old + 1, new + 1):
-                self.at_least[g] += 1
+                at_least[g] += 1
                 row[g] += 1
 
-    def _refresh(self, i: int) -> None:
-        mask = self.all_mask[i] & ~self.busy[i] & ~self.held[i]
-        self.free_mask[i] = mask
-        self._set_free(i, mask.bit_count())
-
     # --- mutations, each with an undo -------------------------------------------------
+
+    def peek(self, picks: list[tuple[int, int]]) -> Placement:
+        """The placement `take(picks)` would return, without taking anything."""
+        return tuple(NodeAlloc(self.names[i], self._pick(i, count)[1]) for i, count in picks)
+
+    def _pick(self, i: int, count: int) -> tuple[int, tuple[int, ...]]:
+        found = _lowest(self.free_mask[i], count)
+        if found is None:
+            raise ValueError(f"node {self.names[i]} has fewer than {count} free GPUs")
+        return found
 
     def take(self, picks: list[tuple[int, int]]) -> tuple[Placement, Callable[[], None]]:
         """Take `count` GPUs (lowest free indexes) on each (node index, count)."""
         allocs = []
         taken: list[tuple[int, int]] = []
         for i, count in picks:
-            mask, bits = self.free_mask[i], 0
-            gpus = []
-            while len(gpus) < count:
-                low = mask & -mask
-                if not low:
-                    raise ValueError(f"node {self.names[i]} has fewer than {count} free GPUs")
-                gpus.append(low.bit_length() - 1)
-                bits |= low
-                mask ^= low
+            bits, gpus = self._pick(i, count)
             self.busy[i] |= bits
             self._refresh(i)
             taken.append((i, bits))
-            allocs.append(NodeAlloc(self.names[i], tuple(gpus)))
+            allocs.append(NodeAlloc(self.names[i], gpus))
 
         def undo() -> None:
             for i, bits in taken:
@@ -190,10 +287,7 @@ class Capacity:
         slices: list[tuple[int, list]] = []
         for a in placement:
             i = self.index[a.node]
-            bits = 0
-            for g in a.gpus:
-                bits |= 1 << g
-            bits &= self.busy[i]  # never count a GPU as freed twice
+            bits = _mask(a.gpus) & self.busy[i]  # never count a GPU as freed twice
             self.busy[i] &= ~bits
             self._refresh(i)
             given.append((i, bits))
@@ -213,12 +307,12 @@ class Capacity:
     def hold(self, owner: int, placement: Placement) -> Callable[[], None]:
         """Hold a placement's GPUs for reservation `owner`: no one else may take them."""
         nodes = []
+        owned = self._owned.setdefault(owner, {})
         for a in placement:
             i = self.index[a.node]
-            bits = 0
-            for g in a.gpus:
-                bits |= 1 << g
+            bits = _mask(a.gpus)
             self.holds.setdefault(i, {})[owner] = bits
+            owned[i] = bits
             self.held[i] |= bits
             self._refresh(i)
             nodes.append(i)
@@ -231,16 +325,18 @@ class Capacity:
 
     def release(self, owner: int) -> Callable[[], None]:
         """Lift reservation `owner`'s hold (busy GPUs stay busy); the undo holds them again."""
-        dropped = []
-        for i, owners in self.holds.items():
-            if owner in owners:
-                dropped.append((i, owners[owner]))
-        for i, _ in dropped:
+        dropped = self._owned.get(owner)
+        if not dropped:
+            return _noop
+        dropped = dict(dropped)
+        for i in dropped:
             self._drop_hold(i, owner)
 
         def undo() -> None:
-            for i, bits in dropped:
+            owned = self._owned.setdefault(owner, {})
+            for i, bits in dropped.items():
                 self.holds.setdefault(i, {})[owner] = bits
+                owned[i] = bits
                 self.held[i] |= bits
                 self._refresh(i)
 
@@ -253,9 +349,39 @@ class Capacity:
         for bits in owners.values():
             held |= bits
         self.held[i] = held
+        owned = self._owned[owner]
+        del owned[i]
+        if not owned:
+            del self._owned[owner]
         self._refresh(i)
 
     # --- queries -----------------------------------------------------------------------
 
     def free_gpus_total(self) -> int:
         return sum(f for f, up in zip(self.free, self.up) if up)
+
+    def fitting_counts(self, gpus: int, released: Iterable[int] = ()) -> tuple[int, list[int]]:
+        """(at_least[gpus], [leaf_at_least[l][gpus] per leaf]) as they would be if the holds of
+        reservations `released` were lifted; nothing is changed. Only the nodes those
+        reservations hold are looked at."""
+        if gpus > self.max_gpus:
+            return 0, [0] * len(self.leaf_names)
+        have, counts = self.at_least[gpus], [row[gpus] for row in self.leaf_at_least]
+        released = set(released)
+        up, free, busy, holds, all_mask, leaf_of = self.up, self.free, self.busy, self.holds, self.all_mask, self.leaf_of
+        seen: set[int] = set()
+        for owner in released:
+            for i in self._owned.get(owner, ()):
+                if free[i] >= gpus or i in seen or not up[i]:
+                    continue  # fits already, counted, or down
+                seen.add(i)
+                held = 0
+                owners = holds[i]
+                if len(owners) > 1:  # else its only hold is lifted
+                    for other, bits in owners.items():
+                        if other not in released:
+                            held |= bits
+                if (all_mask[i] & ~(busy[i] | held)).bit_count() >= gpus:
+                    have += 1
+                    counts[leaf_of[i]] += 1
+        return have, counts

@@ -34,9 +34,7 @@ def find_placement(
 ) -> Picks | NoFit:
     have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
     if have < num_nodes:
-        return NoFit(
-            f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available"
-        )
+        return _no_resources(num_nodes, gpus, have)
     if not topology_aware:
         picks = _first_fit(cap, num_nodes, gpus)
         if max_leaves is None or len({cap.leaf_of[i] for i, _ in picks}) <= max_leaves:
@@ -45,6 +43,35 @@ def find_placement(
     if num_nodes == 1:
         return _place_one(cap, gpus)
     return _place_gang(cap, num_nodes, gpus, max_leaves)
+
+
+def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
+    return NoFit(f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available")
+
+
+def _no_topology(cap: Capacity, counts: list[int], num_nodes: int, max_leaves: int) -> NoFit:
+    top = max(range(len(counts)), key=lambda l: (counts[l], -l))
+    return NoFit(
+        f"Topology: needs {num_nodes} nodes within {_plural(max_leaves, 'leaf')}; "
+        f"best leaf {cap.leaf_names[top]} has {counts[top]} free"
+    )
+
+
+def would_place(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None, topology_aware: bool,
+                have: int, counts: list[int]) -> bool | NoFit | None:
+    """find_placement's verdict from fitting-node counts alone (`have` = at_least[gpus],
+    `counts` = leaf_at_least[l][gpus] per leaf, possibly of a what-if: see
+    Capacity.fitting_counts): True if it would place the request, its exact NoFit if not,
+    None when only placing can tell (first fit under a leaf limit)."""
+    if have < num_nodes:
+        return _no_resources(num_nodes, gpus, have)
+    if max_leaves is None or num_nodes == 1:
+        return True  # first fit, one node or an unlimited gang always place
+    if not topology_aware:
+        return None
+    if _gang_leaves(cap, counts, num_nodes)[0] > max_leaves:
+        return _no_topology(cap, counts, num_nodes, max_leaves)
+    return True
 
 
 def _first_fit(cap: Capacity, num_nodes: int, gpus: int) -> Picks:
@@ -135,11 +162,7 @@ def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None
     counts = [row[gpus] for row in cap.leaf_at_least]
     n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
     if max_leaves is not None and n_leaves > max_leaves:
-        top = max(range(len(counts)), key=lambda l: (counts[l], -l))
-        return NoFit(
-            f"Topology: needs {num_nodes} nodes within {_plural(max_leaves, 'leaf')}; "
-            f"best leaf {cap.leaf_names[top]} has {counts[top]} free"
-        )
+        return _no_topology(cap, counts, num_nodes, max_leaves)
     return _take_nodes(cap, leaves, num_nodes, gpus)
 
 

@@ -153,8 +153,7 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
         seen.add(ids)
         undos = [cap.give(v.run.placement) for v in chosen]
         picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
-        placement, undo = cap.take(picks)
-        undo()
+        placement = cap.peek(picks)
         for u in reversed(undos):
             u()
         n_leaves = len({cap.leaf_of[cap.index[a.node]] for a in placement})

@@ -62,9 +62,7 @@ def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) 
                 k += 1
             picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
             if not isinstance(picks, NoFit):
-                placement, undo = cap.take(picks)  # only to learn the GPU indexes
-                undo()
-                found = (t, placement)
+                found = (t, cap.peek(picks))
                 break
     finally:
         for undo in reversed(undos):

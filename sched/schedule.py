@@ -35,7 +35,7 @@ from .deps import check as check_dependencies
 from .fairshare import factors, gpu_equiv
 from .model import Decisions, Job, Placement, Preemption, Reservation, Snapshot, Start
 from .order import order_pending
-from .place import NoFit, find_mig, find_placement
+from .place import NoFit, find_mig, find_placement, would_place
 from .preempt import choose as choose_victims
 from .preempt import may_preempt
 from .preempt import pool as victim_pool
@@ -249,12 +249,17 @@ class Cycle:
         reason = self.failed.get(key)
         if reason is not None:
             return reason
-        # Backfill: the reservations this job ends before may lend it their GPUs.
-        undos = [self.cap.release(r.job_id) for r in res if r.start_time >= end]
-        picks = self._place(job)
-        placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
-        for undo in reversed(undos):
-            undo()  # hold them again; GPUs this job took stay busy
+        # Backfill: the reservations this job ends before may lend it their GPUs. Most
+        # candidates do not fit even so, which the counters tell without lifting any hold.
+        lenders = [r.job_id for r in res if r.start_time >= end]
+        picks = self._would_place(job, lenders)
+        placement = None
+        if not isinstance(picks, NoFit):
+            undos = [self.cap.release(owner) for owner in lenders]
+            picks = self._place(job)
+            placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
+            for undo in reversed(undos):
+                undo()  # hold them again; GPUs this job took stay busy
         if placement is not None:
             self._start(job, placement, borrowing)
             return None
@@ -295,8 +300,7 @@ class Cycle:
         picks = self._place(job)
         placement = None
         if not isinstance(picks, NoFit):
-            placement, undo = self.cap.take(picks)
-            undo()
+            placement = self.cap.peek(picks)
         for undo in reversed(undos):
             undo()
         if placement is not None:
@@ -317,20 +321,32 @@ class Cycle:
         return find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                               self.settings.topology_aware)
 
+    def _would_place(self, job: Job, lifted: list[int]):
+        """find_placement's verdict if reservations `lifted` lent their GPUs: NoFit or not.
+        Decided from the counters when they can tell (place.would_place), else by lifting."""
+        have, counts = self.cap.fitting_counts(job.gpus_per_node, lifted)
+        verdict = would_place(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                              self.settings.topology_aware, have, counts)
+        if verdict is not None:
+            return verdict
+        undos = [self.cap.release(owner) for owner in lifted]
+        picks = self._place(job)
+        for undo in reversed(undos):
+            undo()
+        return picks
+
     def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
         if not unsafe:
             return reason
         by_start = sorted((r for r in self.decisions.reservations if r.job_id in unsafe),
                           key=lambda r: (r.start_time, r.job_id))
-        undos, culprit = [], None
+        lifted, culprit = [], None
         for r in by_start:
-            undos.append(self.cap.release(r.job_id))
-            if not isinstance(self._place(job), NoFit):
+            lifted.append(r.job_id)
+            if not isinstance(self._would_place(job, lifted), NoFit):
                 culprit = r
                 break
-        for undo in reversed(undos):
-            undo()
         if culprit is None:
             return reason
         return (f"Reservation: would delay job {culprit.job_id}, reserved from t={culprit.start_time:g} "
