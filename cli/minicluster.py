@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
+from pathlib import Path
+
 import click
 
 from adsched.minicluster import MiniCluster, MiniClusterError, default_state_dir, render_for_compose
@@ -51,9 +53,17 @@ def minicluster():
 @state_dir_option
 @click.option("--timeout", type=float, default=90.0, show_default=True,
               help="Seconds to wait for every node to be idle.")
-def up(config, name, state_dir, timeout):
-    """Start the cluster of CONFIG and wait until every node is idle."""
-    mc = _run(lambda: MiniCluster(config, name, state_dir=state_dir, node_timeout=timeout, persistent=True))
+@click.option("--nvidia-smi-xml", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="`nvidia-smi -q -x` output every node's prolog checks (default: GPU check off).")
+def up(config, name, state_dir, timeout, nvidia_smi_xml):
+    """Start the cluster of CONFIG and wait until every node is idle.
+
+    The adsched plugin is live: job_submit.lua, the prolog/epilog hooks, and the store they
+    record in (/jobs/adsched-state in the containers: `adsub --state /jobs/adsched-state`).
+    """
+    xml = Path(nvidia_smi_xml).read_text() if nvidia_smi_xml else None
+    mc = _run(lambda: MiniCluster(config, name, state_dir=state_dir, node_timeout=timeout, persistent=True,
+                                  nvidia_smi_xml=xml))
     _run(mc.up)
     click.echo(f"{mc.name}: {len(mc.nodes)} nodes idle in {mc.timings.get('up', 0):.1f} s; "
                f"run jobs with: adsched minicluster exec --name {mc.name} -- srun -N1 hostname")
