@@ -15,7 +15,7 @@ import pytest
 
 from adsched.plugins.gpu_health import HealthInputError, check_xml
 
-FIXTURES = Path(os.environ.get("ADSCHED_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "fixtures" / "gpu-h200"
+from shared_data import GPU_FIXTURES as FIXTURES
 
 
 def real_xml() -> str:

@@ -10,11 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from adsched.cli.sim import sim
+from shared_data import KTH, OPENB_NODES, OPENB_PODS, TRACES, requires  # noqa: F401
 
-TRACES = Path(os.environ.get("ADSCHED_TRACES", Path(__file__).resolve().parents[1].parent / "shared" / "traces"))
-KTH = TRACES / "KTH-SP2-1996-2.1-cln.swf.gz"
-OPENB = TRACES / "openb_pod_list_default.csv"
-needs_kth = pytest.mark.skipif(not KTH.exists(), reason=f"no KTH-SP2 trace at {KTH}")
+OPENB = OPENB_PODS
+needs_kth = requires(KTH)
 
 SWF = """; MaxNodes: 4
 ; MaxProcs: 4
@@ -101,7 +100,7 @@ def test_real_slice_parallel_equals_serial():
     assert json.loads(a.output)["loader"]["jobs_replayed"] == 150
 
 
-@pytest.mark.skipif(not OPENB.exists(), reason="no openb trace")
+@requires(OPENB_PODS)
 def test_openb_slice_on_generated_cluster():
     r = run(OPENB, "--limit", "300", "--json", "--policy", "adsched")
     assert r.exit_code == 0, r.output

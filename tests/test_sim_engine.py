@@ -13,11 +13,10 @@ from adsched.model import Job, Preemption
 from adsched.sim import engine, metrics
 from adsched.sim.engine import POLICIES, policy_config, simulate
 from adsched.sim.traces import SimJob, load_trace, to_workload
+from shared_data import KTH, OPENB_NODES, OPENB_PODS, TRACES, requires  # noqa: F401
 
-TRACES = Path(os.environ.get("ADSCHED_TRACES", Path(__file__).resolve().parents[1].parent / "shared" / "traces"))
-KTH = TRACES / "KTH-SP2-1996-2.1-cln.swf.gz"
 KTH100 = Path(__file__).resolve().parents[1] / "sched" / "examples" / "kth100.toml"
-needs_kth = pytest.mark.skipif(not KTH.exists(), reason=f"no KTH-SP2 trace at {KTH}")
+needs_kth = requires(KTH)
 
 
 def sj(job_id, submit, duration, nodes=1, gpus=8, limit=None, wait=None):

@@ -10,13 +10,10 @@ import pytest
 from builders import cluster
 
 from adsched.sim.traces import (SwfMapping, TraceError, load_trace, openb_cluster, parse_swf, to_workload)
+from shared_data import KTH, OPENB_NODES, OPENB_PODS, TRACES, requires  # noqa: F401
 
-TRACES = Path(os.environ.get("ADSCHED_TRACES", Path(__file__).resolve().parents[1].parent / "shared" / "traces"))
-KTH = TRACES / "KTH-SP2-1996-2.1-cln.swf.gz"
-OPENB_PODS = TRACES / "openb_pod_list_default.csv"
-OPENB_NODES = TRACES / "openb_node_list_gpu_node.csv"
-needs_kth = pytest.mark.skipif(not KTH.exists(), reason=f"no KTH-SP2 trace at {KTH}")
-needs_openb = pytest.mark.skipif(not OPENB_PODS.exists(), reason=f"no openb trace at {OPENB_PODS}")
+needs_kth = requires(KTH)
+needs_openb = requires(OPENB_PODS, OPENB_NODES)
 
 
 def swf_line(job_id, submit=0, wait=0, run=100, procs=1, req_time=200, queue=-1, user=1, req_procs=None):
