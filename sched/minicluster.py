@@ -377,7 +377,8 @@ class Images:
             os.replace(tmp, dep_dir)
         for whl in dep_dir.glob("*.whl"):
             shutil.copy(whl, dest)
-        r = subprocess.run([*pip, "--no-deps", "--no-build-isolation", "-w", str(dest), str(root)],
+        # Build isolation: the wheel is built with pyproject's own build-system, whatever this Python has.
+        r = subprocess.run([*pip, "--no-deps", "-w", str(dest), str(root)],
                            capture_output=True, text=True, timeout=600, check=False, cwd=tempfile.gettempdir())
         if r.returncode != 0:
             raise MiniClusterError(f"pip wheel --no-deps {root} failed:\n{r.stderr[-2000:]}")
