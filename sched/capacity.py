@@ -362,26 +362,82 @@ class Capacity:
 
     def fitting_counts(self, gpus: int, released: Iterable[int] = ()) -> tuple[int, list[int]]:
         """(at_least[gpus], [leaf_at_least[l][gpus] per leaf]) as they would be if the holds of
-        reservations `released` were lifted; nothing is changed. Only the nodes those
-        reservations hold are looked at."""
-        if gpus > self.max_gpus:
-            return 0, [0] * len(self.leaf_names)
-        have, counts = self.at_least[gpus], [row[gpus] for row in self.leaf_at_least]
-        released = set(released)
-        up, free, busy, holds, all_mask, leaf_of = self.up, self.free, self.busy, self.holds, self.all_mask, self.leaf_of
-        seen: set[int] = set()
-        for owner in released:
-            for i in self._owned.get(owner, ()):
-                if free[i] >= gpus or i in seen or not up[i]:
-                    continue  # fits already, counted, or down
-                seen.add(i)
-                held = 0
-                owners = holds[i]
-                if len(owners) > 1:  # else its only hold is lifted
-                    for other, bits in owners.items():
-                        if other not in released:
-                            held |= bits
-                if (all_mask[i] & ~(busy[i] | held)).bit_count() >= gpus:
-                    have += 1
-                    counts[leaf_of[i]] += 1
-        return have, counts
+        reservations `released` were lifted; nothing is changed."""
+        what_if = WhatIf(self, gpus)
+        what_if.lift(released)
+        return what_if.have, what_if.counts
+
+
+class WhatIf:
+    """Jobs ending and holds lifted, counted for one request size (`gpus` per node) without
+    changing the Capacity: per-node changes are kept aside and only the nodes they touch
+    are looked at. `have` and `counts` are at_least[gpus] and leaf_at_least[l][gpus] as they
+    would be; `apply` makes the Capacity match for a moment, to place a job on it."""
+
+    def __init__(self, cap: Capacity, gpus: int):
+        self.cap, self.gpus = cap, gpus
+        if gpus > cap.max_gpus:  # fits no node, whatever ends
+            self.have, self.counts = 0, [0] * len(cap.leaf_names)
+        else:
+            self.have, self.counts = cap.at_least[gpus], [row[gpus] for row in cap.leaf_at_least]
+        self.busy: dict[int, int] = {}  # node -> its busy bits once the given jobs ended
+        self.lifted: set[int] = set()  # reservations whose holds are lifted
+        self.held: dict[int, int] = {}  # node -> its held bits once those are lifted
+        self._fits: dict[int, bool] = {}  # node -> fits `gpus` in the what-if (when changed)
+
+    def _update(self, i: int) -> None:
+        """Node i's busy or held bits changed: does it now fit `gpus`? Adjust the counts."""
+        cap = self.cap
+        if not cap.up[i]:
+            return
+        before = self._fits.get(i)
+        if before is None:
+            before = cap.free[i] >= self.gpus
+        mask = cap.all_mask[i] & ~(self.busy.get(i, cap.busy[i]) | self.held.get(i, cap.held[i]))
+        after = mask.bit_count() >= self.gpus
+        if after != before:
+            self._fits[i] = after
+            step = 1 if after else -1
+            self.have += step
+            self.counts[cap.leaf_of[i]] += step
+
+    def give(self, placement) -> None:
+        """As Capacity.give: a job's GPUs come back (MIG slices are not counted here)."""
+        cap = self.cap
+        for a in placement:
+            i = cap.index[a.node]
+            self.busy[i] = self.busy.get(i, cap.busy[i]) & ~_mask(a.gpus)
+            self._update(i)
+
+    def lift(self, owners: Iterable[int]) -> None:
+        """As Capacity.release, for each of `owners`."""
+        cap, lifted = self.cap, self.lifted
+        nodes: set[int] = set()
+        for owner in owners:
+            if owner not in lifted:
+                lifted.add(owner)
+                nodes.update(cap._owned.get(owner, ()))
+        for i in nodes:
+            held = 0
+            for other, bits in cap.holds[i].items():
+                if other not in lifted:
+                    held |= bits
+            self.held[i] = held
+            self._update(i)
+
+    def apply(self) -> Callable[[], None]:
+        """Make the Capacity look like the what-if (for find_placement); the undo restores it.
+        Only busy and held bits change: no hold is dropped, no MIG slice freed."""
+        cap = self.cap
+        saved = [(i, cap.busy[i], cap.held[i]) for i in self.busy.keys() | self.held.keys()]
+        for i, busy, held in saved:
+            cap.busy[i] = self.busy.get(i, busy)
+            cap.held[i] = self.held.get(i, held)
+            cap._refresh(i)
+
+        def undo() -> None:
+            for i, busy, held in saved:
+                cap.busy[i], cap.held[i] = busy, held
+                cap._refresh(i)
+
+        return undo

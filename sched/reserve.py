@@ -16,11 +16,9 @@ reservation's GPUs only if it ends by that reservation's start; all other holds 
 from __future__ import annotations
 
 import bisect
-from typing import Callable
-
-from .capacity import Capacity
+from .capacity import Capacity, WhatIf
 from .model import Job, Placement, Reservation, RunningJob
-from .place import NoFit, find_placement
+from .place import NoFit, find_placement, would_place
 
 _GIVE, _RELEASE = 0, 1
 
@@ -49,25 +47,32 @@ class Timeline:
 
 def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
     """The first time (and placement) at which `job` fits as jobs end; None if it never does."""
-    undos: list[Callable[[], None]] = []
-    found = None
+    # The walk runs on a WhatIf (counters only, nothing changed); the Capacity is made to
+    # match it only at the times the counters say the job may fit, to place it there.
+    what_if = WhatIf(cap, job.gpus_per_node)
     events = timeline.events
     k = 0
-    try:
-        while k < len(events):
-            t = events[k][0]
-            while k < len(events) and events[k][0] == t:  # all events at t, then one check
-                _, _, kind, payload = events[k]
-                undos.append(cap.give(payload) if kind == _GIVE else cap.release(payload))
-                k += 1
+    while k < len(events):
+        t = events[k][0]
+        while k < len(events) and events[k][0] == t:  # all events at t, then one check
+            _, _, kind, payload = events[k]
+            if kind == _GIVE:
+                what_if.give(payload)
+            else:
+                what_if.lift((payload,))
+            k += 1
+        verdict = would_place(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware,
+                              what_if.have, what_if.counts)
+        if isinstance(verdict, NoFit):
+            continue
+        undo = what_if.apply()
+        try:
             picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
             if not isinstance(picks, NoFit):
-                found = (t, cap.peek(picks))
-                break
-    finally:
-        for undo in reversed(undos):
+                return t, cap.peek(picks)
+        finally:
             undo()
-    return found
+    return None
 
 
 def conflicts(res: Reservation, end_time: float, placement: Placement) -> bool:

@@ -113,6 +113,7 @@ class Cycle:
         # and nothing of their own to check (no dependency, array or per-user limit) meet the
         # same state and get the same outcome, so it is remembered per request.
         self.generation = 0
+        self._fitting: dict[tuple, tuple[int, list[int]]] = {}  # Capacity.fitting_counts memo
         self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
         # Preemption (phase 5): the victims of earlier cycles still running, per preemptor;
         # how many more jobs may search this cycle; victims and preemptors of this cycle.
@@ -324,7 +325,15 @@ class Cycle:
     def _would_place(self, job: Job, lifted: list[int]):
         """find_placement's verdict if reservations `lifted` lent their GPUs: NoFit or not.
         Decided from the counters when they can tell (place.would_place), else by lifting."""
-        have, counts = self.cap.fitting_counts(job.gpus_per_node, lifted)
+        # Counts depend on the GPU count and the lifted set, not on the node count: jobs of
+        # many shapes ask the same between two generations.
+        key = (self.generation, job.gpus_per_node, frozenset(lifted))
+        found = self._fitting.get(key)
+        if found is None:
+            if self._fitting and next(iter(self._fitting))[0] != self.generation:
+                self._fitting.clear()  # capacity changed since: all stale
+            found = self._fitting[key] = self.cap.fitting_counts(job.gpus_per_node, lifted)
+        have, counts = found
         verdict = would_place(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                               self.settings.topology_aware, have, counts)
         if verdict is not None:
