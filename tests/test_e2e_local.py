@@ -14,6 +14,8 @@ from adsched.daemon import Daemon
 from adsched.executors.local import LocalExecutor
 from adsched.store import JobRequest, Store
 
+from helpers import py, wait_for
+
 SMALL = """
 [cluster]
 name = "small"
@@ -32,20 +34,6 @@ default_time = "10:00"
 [scheduler]
 cycle_interval = 0.2
 """
-
-
-def py(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
-
-
-def wait_for(pred, timeout=30.0, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from adsched.daemon import Daemon
 from adsched.executors.local import LocalExecutor
 from adsched.store import JobRequest, Store
 
-from test_e2e_local import py, wait_for
+from helpers import py, wait_for
 
 CLUSTER = """
 [cluster]

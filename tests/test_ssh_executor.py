@@ -16,7 +16,8 @@ from adsched.daemon import Daemon
 from adsched.executors.ssh import SSHExecutor, SSHSettings
 from adsched.store import JobRequest, Store
 
-from test_e2e_local import SMALL, py
+from helpers import py
+from test_e2e_local import SMALL
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = pytest.mark.ssh

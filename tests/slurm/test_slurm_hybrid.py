@@ -13,6 +13,7 @@ import pytest
 from adsched.slurm.client import SlurmClient
 from adsched.store import Store
 
+from helpers import wait_for
 from test_gpu_health import eight_gpu_node, set_text
 
 pytestmark = pytest.mark.slurm
@@ -32,14 +33,8 @@ def adsub(mc, *args, timeout=60):
     return mc.exec(["adsub", *args[:1], "--state", STATE, *args[1:]], timeout=timeout)
 
 
-def until(pred, timeout=60.0, step=0.5, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"{what} not reached in {timeout:.0f} s")
+def until(pred, timeout=60.0, what="condition"):
+    return wait_for(pred, timeout=timeout, step=0.5, what=what)
 
 
 def sbatch(mc, *args) -> int:
