@@ -28,7 +28,7 @@ config always give the same decisions. The phases:
 
 from __future__ import annotations
 
-from .capacity import Capacity
+from .capacity import Capacity, WhatIf
 from .config import ClusterConfig
 from .deps import CANCEL
 from .deps import check as check_dependencies
@@ -256,11 +256,14 @@ class Cycle:
         picks = self._would_place(job, lenders)
         placement = None
         if not isinstance(picks, NoFit):
-            undos = [self.cap.release(owner) for owner in lenders]
+            what_if = WhatIf(self.cap, job.gpus_per_node)
+            what_if.lift(lenders)
+            undo = what_if.apply()
             picks = self._place(job)
-            placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
-            for undo in reversed(undos):
-                undo()  # hold them again; GPUs this job took stay busy
+            placement = None if isinstance(picks, NoFit) else self.cap.peek(picks)
+            undo()  # hold them again
+            if placement is not None:
+                self.cap.occupy(placement)  # its GPUs are busy, lent or not
         if placement is not None:
             self._start(job, placement, borrowing)
             return None
@@ -338,10 +341,11 @@ class Cycle:
                               self.settings.topology_aware, have, counts)
         if verdict is not None:
             return verdict
-        undos = [self.cap.release(owner) for owner in lifted]
+        what_if = WhatIf(self.cap, job.gpus_per_node)
+        what_if.lift(lifted)
+        undo = what_if.apply()
         picks = self._place(job)
-        for undo in reversed(undos):
-            undo()
+        undo()
         return picks
 
     def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
