@@ -135,7 +135,11 @@ class Daemon:
             checkpoint = self.executor.checkpoint_time(job)
             if checkpoint and (job.checkpoint_time is None or checkpoint > job.checkpoint_time):
                 self.store.checkpointed(job.id, checkpoint)
-            verdict = self._stopping.get(job.id) or self._decide(job, ends, now)
+            verdict = self._stopping.get(job.id)
+            if job.cancel_requested and verdict is not None and verdict.state != CANCELLED:
+                self._stopping.pop(job.id)  # a user's cancel overrides a preemption's grace period
+                verdict = None
+            verdict = verdict or self._decide(job, ends, now)
             if verdict is None:
                 continue
             if len(ends) == len(job.allocations):

@@ -133,3 +133,31 @@ def test_gang_start_timeout_requeues_with_backoff_then_gives_up(tmp_path):
     clock[0] += 1.5
     wait_for(lambda: daemon.cycle() and store.job(job_id).state == "FAILED", timeout=20)
     assert "(2 tries)" in store.job(job_id).reason
+
+
+def test_explain_tells_the_victim_who_and_the_preemptor_whom(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from adsched.cli.adsub import main as adsub
+
+    state = tmp_path / "state"
+    store = Store.init(state, CLUSTER.replace('grace_period = "0:03"', 'grace_period = "1:00"'))
+    victim = store.submit(JobRequest(py("import signal, time; signal.signal(signal.SIGUSR1, lambda *a: None); "
+                                        "time.sleep(120)"), nodes=2, queue="explore"), time.time())
+    daemon = Daemon(store, LocalExecutor(state), kill_wait=1.0)
+    daemon.cycle()
+    release = store.submit(JobRequest(py("pass"), nodes=2, queue="release"), time.time())
+    assert daemon.cycle().preempted == [victim]
+    try:
+        r = CliRunner().invoke(adsub, ["explain", "--state", str(state), str(victim)])
+        assert r.exit_code == 0 and f"Job {victim}: running, being preempted by job {release}" in r.output
+        r = CliRunner().invoke(adsub, ["explain", "--state", str(state), str(release), "--json"])
+        e = json.loads(r.output)
+        assert e["constraint"] == "Preempting" and e["reason"] == f"Preempting: waiting for job {victim} to stop"
+    finally:
+        store.cancel(victim, time.time())
+    t0 = time.monotonic()  # the cancel overrides the 60 s grace period: TERM now, KILL after kill_wait
+    wait_for(lambda: daemon.cycle() and store.job(victim).state == "CANCELLED", timeout=20)
+    assert time.monotonic() - t0 < 15
