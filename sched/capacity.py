@@ -57,6 +57,9 @@ class _Layout:
         for i, n in enumerate(config.nodes):
             if n.mig_gpus:
                 self._init_mig(i, n.whole_gpus, n.mig_gpus, n.mig_profile)
+        # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
+        # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
+        self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
         # The counters of an idle cluster with every node up: most cycles start from a copy.
         self.at_least, self.leaf_at_least = _counters(self.total, [True] * len(self.total), self.leaf_of,
                                                       len(self.leaf_names), self.max_gpus)
@@ -89,44 +92,22 @@ def _layout(config: ClusterConfig) -> _Layout:
 
 def _counters(free: list[int], up: list[bool], leaf_of: list[int], n_leaves: int,
               top: int) -> tuple[list[int], list[list[int]]]:
-    """at_least and leaf_at_least from scratch: count nodes per exact free count, then sum
-    from the top down (one pass over nodes instead of one per GPU count)."""
-    exact = [[0] * (top + 1) for _ in range(n_leaves)]
-    for i, f in enumerate(free):
-        if up[i]:
-            exact[leaf_of[i]][f] += 1
-    at_least = [0] * (top + 2)
-    leaf_at_least = []
-    for counts in exact:
-        row, acc = [0] * (top + 2), 0
-        for g in range(top, -1, -1):
-            acc += counts[g]
-            row[g] = acc
-            at_least[g] += acc
-        leaf_at_least.append(row)
-    return at_least, leaf_at_least
+    """at_least and leaf_at_least from scratch: count nodes per (leaf, exact free count),
+    then sum from the top down (one pass over nodes, not one per GPU count)."""
+    rows = [[0] * (top + 2) for _ in range(n_leaves)]
+    for l, f, is_up in zip(leaf_of, free, up):
+        if is_up:
+            rows[l][f] += 1
+    for row in rows:
+        _suffix_sums(row)
+    at_least = [sum(column) for column in zip(*rows)] if rows else [0] * (top + 2)
+    return at_least, rows
 
 
-# (free mask, count) -> (the lowest `count` set bits, their GPU indexes); a pure memo, shared
-# by all cycles: taking the 8 GPUs of each of 100 nodes bit by bit was the replay's top cost.
-_LOWEST: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {}
-
-
-def _lowest(mask: int, count: int) -> tuple[int, tuple[int, ...]] | None:
-    """The `count` lowest set bits of mask and their indexes, or None if it has fewer."""
-    key = (mask, count)
-    found = _LOWEST.get(key)
-    if found is None:
-        bits, gpus = 0, []
-        while len(gpus) < count:
-            low = mask & -mask
-            if not low:
-                return None
-            gpus.append(low.bit_length() - 1)
-            bits |= low
-            mask ^= low
-        found = _LOWEST[key] = (bits, tuple(gpus))
-    return found
+def _suffix_sums(row: list[int]) -> None:
+    """Counts per exact free count -> counts of at least that many (the last slot stays 0)."""
+    for g in range(len(row) - 3, -1, -1):
+        row[g] += row[g + 1]
 
 
 # GPU index tuple -> bit mask; placements repeat the same few tuples ((0..7) above all).
@@ -158,6 +139,7 @@ class Capacity:
         self.leaf_names, self.leaf_of, self.leaf_nodes = lay.leaf_names, lay.leaf_of, lay.leaf_nodes
         self.spine_groups, self.all_mask = lay.spine_groups, lay.all_mask
         self.mig_nodes, self.mig_slots, self.mig_pos = lay.mig_nodes, lay.mig_slots, lay.mig_pos
+        self._picks = lay.picks
 
         n = len(self.names)
         self.up: list[bool] = [True] * n
@@ -227,16 +209,60 @@ class Capacity:
                 at_least[g] += 1
                 row[g] += 1
 
+    def _changed(self, nodes: list[int], in_place: bool = True) -> None:
+        """These nodes' busy or held bits changed: refresh their free GPUs and the counters.
+        A few nodes step the counters (_refresh); more recount the leaves they are in, which
+        costs a pass over each leaf instead of one step per GPU freed or taken. With
+        in_place False the leaves' rows are replaced, never modified (WhatIf.apply's undo
+        puts the old ones back)."""
+        if in_place and len(nodes) < 4:
+            for i in nodes:
+                self._refresh(i)
+            return
+        all_mask, busy, held, free_mask, free = self.all_mask, self.busy, self.held, self.free_mask, self.free
+        up, leaf_of = self.up, self.leaf_of
+        leaves = set()
+        for i in nodes:
+            free_mask[i] = mask = all_mask[i] & ~(busy[i] | held[i])
+            f = mask.bit_count()
+            if f != free[i]:
+                free[i] = f
+                if up[i]:
+                    leaves.add(leaf_of[i])
+        at_least, rows = self.at_least, self.leaf_at_least
+        for l in leaves:
+            row = [0] * len(at_least)
+            for i in self.leaf_nodes[l]:
+                if up[i]:
+                    row[free[i]] += 1
+            _suffix_sums(row)
+            old = rows[l]
+            for g in range(len(row) - 1):
+                at_least[g] += row[g] - old[g]
+            rows[l] = row
+
     # --- mutations, each with an undo -------------------------------------------------
 
     def peek(self, picks: list[tuple[int, int]]) -> Placement:
         """The placement `take(picks)` would return, without taking anything."""
-        return tuple(NodeAlloc(self.names[i], self._pick(i, count)[1]) for i, count in picks)
+        return tuple(self._pick(i, count)[1] for i, count in picks)
 
-    def _pick(self, i: int, count: int) -> tuple[int, tuple[int, ...]]:
-        found = _lowest(self.free_mask[i], count)
+    def _pick(self, i: int, count: int) -> tuple[int, NodeAlloc]:
+        """The `count` lowest free GPUs of node i: their bits and their NodeAlloc."""
+        key = (i, self.free_mask[i], count)
+        found = self._picks.get(key)
         if found is None:
-            raise ValueError(f"node {self.names[i]} has fewer than {count} free GPUs")
+            mask, bits, gpus = key[1], 0, []
+            while len(gpus) < count:
+                low = mask & -mask
+                if not low:
+                    raise ValueError(f"node {self.names[i]} has fewer than {count} free GPUs")
+                gpus.append(low.bit_length() - 1)
+                bits |= low
+                mask ^= low
+            if len(self._picks) > 100_000:  # bounded, whatever masks a long-lived daemon meets
+                self._picks.clear()
+            found = self._picks[key] = (bits, NodeAlloc(self.names[i], tuple(gpus)))
         return found
 
     def take(self, picks: list[tuple[int, int]]) -> tuple[Placement, Callable[[], None]]:
@@ -244,26 +270,29 @@ class Capacity:
         allocs = []
         taken: list[tuple[int, int]] = []
         for i, count in picks:
-            bits, gpus = self._pick(i, count)
+            bits, alloc = self._pick(i, count)
             self.busy[i] |= bits
-            self._refresh(i)
             taken.append((i, bits))
-            allocs.append(NodeAlloc(self.names[i], gpus))
+            allocs.append(alloc)
+        nodes = [i for i, _ in taken]
+        self._changed(nodes)
 
         def undo() -> None:
             for i, bits in taken:
                 self.busy[i] &= ~bits
-                self._refresh(i)
+            self._changed(nodes)
 
         return tuple(allocs), undo
 
     def occupy(self, placement: Placement) -> None:
         """Mark a placement's GPUs busy, held or not: a backfilled job placed (on a WhatIf) on
         GPUs a reservation lends it. Their holds stay, as after a release, take and undo."""
+        nodes = []
         for a in placement:
             i = self.index[a.node]
             self.busy[i] |= _mask(a.gpus)
-            self._refresh(i)
+            nodes.append(i)
+        self._changed(nodes)
 
     def take_mig(self, i: int, profile: str, count: int) -> tuple[Placement, Callable[[], None]]:
         """Take `count` free `profile` slices on node i, lowest slot first."""
@@ -290,16 +319,17 @@ class Capacity:
             i = self.index[a.node]
             bits = _mask(a.gpus) & self.busy[i]  # never count a GPU as freed twice
             self.busy[i] &= ~bits
-            self._refresh(i)
             given.append((i, bits))
             if a.slices:
                 changed = self._mig_mark(i, a.slices, busy=False)
                 slices.append((i, [self.mig_slots[i][b.bit_length() - 1][:2] for _, b in changed]))
+        nodes = [i for i, _ in given]
+        self._changed(nodes)
 
         def undo() -> None:
             for i, bits in given:
                 self.busy[i] |= bits
-                self._refresh(i)
+            self._changed(nodes)
             for i, picked in slices:
                 self._mig_mark(i, picked, busy=True)
 
@@ -315,12 +345,11 @@ class Capacity:
             self.holds.setdefault(i, {})[owner] = bits
             owned[i] = bits
             self.held[i] |= bits
-            self._refresh(i)
             nodes.append(i)
+        self._changed(nodes)
 
         def undo() -> None:
-            for i in nodes:
-                self._drop_hold(i, owner)
+            self._drop_holds(nodes, owner)
 
         return undo
 
@@ -330,8 +359,7 @@ class Capacity:
         if not dropped:
             return _noop
         dropped = dict(dropped)
-        for i in dropped:
-            self._drop_hold(i, owner)
+        self._drop_holds(list(dropped), owner)
 
         def undo() -> None:
             owned = self._owned.setdefault(owner, {})
@@ -339,22 +367,23 @@ class Capacity:
                 self.holds.setdefault(i, {})[owner] = bits
                 owned[i] = bits
                 self.held[i] |= bits
-                self._refresh(i)
+            self._changed(list(dropped))
 
         return undo
 
-    def _drop_hold(self, i: int, owner: int) -> None:
-        owners = self.holds[i]
-        del owners[owner]
-        held = 0
-        for bits in owners.values():
-            held |= bits
-        self.held[i] = held
+    def _drop_holds(self, nodes: list[int], owner: int) -> None:
         owned = self._owned[owner]
-        del owned[i]
+        for i in nodes:
+            owners = self.holds[i]
+            del owners[owner]
+            held = 0
+            for bits in owners.values():
+                held |= bits
+            self.held[i] = held
+            del owned[i]
         if not owned:
             del self._owned[owner]
-        self._refresh(i)
+        self._changed(nodes)
 
     # --- queries -----------------------------------------------------------------------
 
@@ -386,29 +415,32 @@ class WhatIf:
         self.held: dict[int, int] = {}  # node -> its held bits once those are lifted
         self._fits: dict[int, bool] = {}  # node -> fits `gpus` in the what-if (when changed)
 
-    def _update(self, i: int) -> None:
-        """Node i's busy or held bits changed: does it now fit `gpus`? Adjust the counts."""
-        cap = self.cap
-        if not cap.up[i]:
-            return
-        before = self._fits.get(i)
-        if before is None:
-            before = cap.free[i] >= self.gpus
-        mask = cap.all_mask[i] & ~(self.busy.get(i, cap.busy[i]) | self.held.get(i, cap.held[i]))
-        after = mask.bit_count() >= self.gpus
-        if after != before:
-            self._fits[i] = after
-            step = 1 if after else -1
-            self.have += step
-            self.counts[cap.leaf_of[i]] += step
+    def _recount(self, nodes: Iterable[int]) -> None:
+        """These nodes' busy or held bits changed: which of them fit `gpus` now? Adjust the counts."""
+        cap, gpus, fits, counts = self.cap, self.gpus, self._fits, self.counts
+        up, free, all_mask, leaf_of = cap.up, cap.free, cap.all_mask, cap.leaf_of
+        busy, held, cap_busy, cap_held = self.busy, self.held, cap.busy, cap.held
+        for i in nodes:
+            if not up[i]:
+                continue
+            before = fits.get(i)
+            if before is None:
+                before = free[i] >= gpus
+            after = (all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i]))).bit_count() >= gpus
+            if after != before:
+                fits[i] = after
+                step = 1 if after else -1
+                self.have += step
+                counts[leaf_of[i]] += step
 
     def give(self, placement) -> None:
         """As Capacity.give: a job's GPUs come back (MIG slices are not counted here)."""
-        cap = self.cap
+        cap, busy, nodes = self.cap, self.busy, []
         for a in placement:
             i = cap.index[a.node]
-            self.busy[i] = self.busy.get(i, cap.busy[i]) & ~_mask(a.gpus)
-            self._update(i)
+            busy[i] = busy.get(i, cap.busy[i]) & ~_mask(a.gpus)
+            nodes.append(i)
+        self._recount(nodes)
 
     def lift(self, owners: Iterable[int]) -> None:
         """As Capacity.release, for each of `owners`."""
@@ -424,24 +456,22 @@ class WhatIf:
                 if other not in lifted:
                     held |= bits
             self.held[i] = held
-            self._update(i)
+        self._recount(nodes)
 
     def apply(self) -> Callable[[], None]:
         """Make the Capacity look like the what-if (for find_placement); the undo restores it.
         Only busy and held bits change: no hold is dropped, no MIG slice freed. The per-node
-        lists and counters are swapped for patched copies (counters rebuilt in one pass), so
+        lists and counters are swapped for patched copies (the touched leaves recounted), so
         the undo just swaps the originals back: cheaper than two refreshes per node given."""
         cap = self.cap
         saved = (cap.busy, cap.held, cap.free_mask, cap.free, cap.at_least, cap.leaf_at_least)
-        busy, held, free_mask, free = list(cap.busy), list(cap.held), list(cap.free_mask), list(cap.free)
-        all_mask = cap.all_mask
-        for i in self.busy.keys() | self.held.keys():
-            busy[i] = self.busy.get(i, busy[i])
-            held[i] = self.held.get(i, held[i])
-            free_mask[i] = mask = all_mask[i] & ~(busy[i] | held[i])
-            free[i] = mask.bit_count()
-        cap.busy, cap.held, cap.free_mask, cap.free = busy, held, free_mask, free
-        cap._rebuild_counters()
+        cap.busy, cap.held, cap.free_mask, cap.free = list(cap.busy), list(cap.held), list(cap.free_mask), list(cap.free)
+        cap.at_least, cap.leaf_at_least = list(cap.at_least), list(cap.leaf_at_least)
+        nodes = self.busy.keys() | self.held.keys()
+        for i in nodes:
+            cap.busy[i] = self.busy.get(i, cap.busy[i])
+            cap.held[i] = self.held.get(i, cap.held[i])
+        cap._changed(list(nodes), in_place=False)
 
         def undo() -> None:
             cap.busy, cap.held, cap.free_mask, cap.free, cap.at_least, cap.leaf_at_least = saved

@@ -255,7 +255,10 @@ class Cycle:
         lenders = [r.job_id for r in res if r.start_time >= end]
         picks = self._would_place(job, lenders)
         placement = None
-        if not isinstance(picks, NoFit):
+        if not isinstance(picks, NoFit) and not lenders:
+            picks = self._place(job)
+            placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
+        elif not isinstance(picks, NoFit):
             what_if = WhatIf(self.cap, job.gpus_per_node)
             what_if.lift(lenders)
             undo = what_if.apply()
