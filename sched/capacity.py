@@ -151,6 +151,9 @@ class Capacity:
         self.free: list[int] = list(self.total)
         self.mig_free: dict[int, dict[str, int]] = {i: dict(f) for i, f in lay.mig_free.items()}
 
+        # id(placement) -> (placement, its (node index, GPU bits)): the running jobs' placements,
+        # resolved once here for the what-ifs that give them back (reserve.earliest).
+        self._resolved: dict[int, tuple[Placement, list[tuple[int, int]]]] = {}
         if snapshot is None or not (snapshot.running or snapshot.unavailable):
             self.at_least = list(lay.at_least)
             self.leaf_at_least = [list(row) for row in lay.leaf_at_least]
@@ -160,16 +163,29 @@ class Capacity:
             if name in index:
                 up[index[name]] = False
         for run in snapshot.running:
+            pairs, known = [], True
             for a in run.placement:
                 i = index.get(a.node)
                 if i is None:
+                    known = False
                     continue
-                busy[i] |= _mask(a.gpus)
+                bits = _mask(a.gpus)
+                busy[i] |= bits
+                pairs.append((i, bits))
                 if a.slices:
                     self._mig_mark(i, a.slices, busy=True)
+            if known:
+                self._resolved[id(run.placement)] = (run.placement, pairs)
         self.free_mask = [m & ~b for m, b in zip(self.all_mask, busy)]
-        self.free = [m.bit_count() for m in self.free_mask]
+        self.free = list(map(int.bit_count, self.free_mask))
         self._rebuild_counters()
+
+    def resolve(self, placement: Placement) -> list[tuple[int, int]]:
+        """(node index, GPU bits) for each rank of a placement."""
+        found = self._resolved.get(id(placement))
+        if found is not None and found[0] is placement:  # the same object, not a reused id
+            return found[1]
+        return [(self.index[a.node], _mask(a.gpus)) for a in placement]
 
     def _mig_mark(self, i: int, slices, busy: bool) -> list[tuple[str, int]]:
         """Mark slices busy (or free); returns the (profile, bits) actually changed."""
@@ -436,9 +452,8 @@ class WhatIf:
     def give(self, placement) -> None:
         """As Capacity.give: a job's GPUs come back (MIG slices are not counted here)."""
         cap, busy, nodes = self.cap, self.busy, []
-        for a in placement:
-            i = cap.index[a.node]
-            busy[i] = busy.get(i, cap.busy[i]) & ~_mask(a.gpus)
+        for i, bits in cap.resolve(placement):
+            busy[i] = busy.get(i, cap.busy[i]) & ~bits
             nodes.append(i)
         self._recount(nodes)
 
@@ -451,10 +466,11 @@ class WhatIf:
                 lifted.add(owner)
                 nodes.update(cap._owned.get(owner, ()))
         for i in nodes:
-            held = 0
-            for other, bits in cap.holds[i].items():
-                if other not in lifted:
-                    held |= bits
+            held, owners = 0, cap.holds[i]
+            if len(owners) > 1:  # else its one hold is lifted
+                for other, bits in owners.items():
+                    if other not in lifted:
+                        held |= bits
             self.held[i] = held
         self._recount(nodes)
 

@@ -172,9 +172,10 @@ def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int) -> 
     """Fill the chosen leaves largest first; inside a leaf take the tightest nodes."""
     picks: Picks = []
     need = num_nodes
+    up, free = cap.up, cap.free
     for l in sorted(leaves, key=lambda l: (-cap.leaf_at_least[l][gpus], l)):
-        fitting = [i for i in cap.leaf_nodes[l] if cap.up[i] and cap.free[i] >= gpus]
-        fitting.sort(key=lambda i: (cap.free[i], i))
+        fitting = [i for i in cap.leaf_nodes[l] if up[i] and free[i] >= gpus]
+        fitting.sort(key=free.__getitem__)  # stable on ascending indexes: by (free, index)
         take = fitting[:need]
         picks.extend((i, gpus) for i in take)
         need -= len(take)

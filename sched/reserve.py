@@ -61,6 +61,8 @@ def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) 
             else:
                 what_if.lift((payload,))
             k += 1
+        if what_if.have < job.num_nodes:
+            continue  # too few nodes yet, whatever the topology
         verdict = would_place(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware,
                               what_if.have, what_if.counts)
         if isinstance(verdict, NoFit):
