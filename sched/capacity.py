@@ -162,17 +162,20 @@ class Capacity:
         for name in snapshot.unavailable:
             if name in index:
                 up[index[name]] = False
-        for run in snapshot.running:
+        masks, mig = _MASKS, bool(self.mig_nodes)
+        for run in snapshot.running:  # the per-cycle hot loop: one pass over every rank
             pairs, known = [], True
             for a in run.placement:
                 i = index.get(a.node)
                 if i is None:
                     known = False
                     continue
-                bits = _mask(a.gpus)
+                bits = masks.get(a.gpus) if type(a.gpus) is tuple else None  # a list is unhashable
+                if bits is None:
+                    bits = _mask(a.gpus)
                 busy[i] |= bits
                 pairs.append((i, bits))
-                if a.slices:
+                if mig and a.slices:
                     self._mig_mark(i, a.slices, busy=True)
             if known:
                 self._resolved[id(run.placement)] = (run.placement, pairs)

@@ -382,10 +382,16 @@ class Cycle:
         r = Reservation(job.id, found[0], found[1])
         res.append(r)
         self._backfill_reserved += job.id != self.focus
+        # With this new hold lifted too, the capacity is what it was before it: the fitting
+        # counts known now stay right for the next generation (the job held nothing yet).
+        carried = {(g + 1, gpus, lifted | {job.id}): counts
+                   for (g, gpus, lifted), counts in self._fitting.items() if g == self.generation}
         self.cap.hold(job.id, r.placement)
         self.timeline.reserved(r, job.time_limit)
         self._unsafe.clear()
         self.generation += 1
+        if job.id not in self._preemptors:  # a preemptor's own hold would still be there
+            self._fitting = carried
 
     def _start(self, job: Job, placement: Placement, borrowing: bool) -> None:
         self.decisions.starts.append(Start(job.id, placement, borrowing))
