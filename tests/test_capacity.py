@@ -1,0 +1,104 @@
+"""Capacity's shortcuts against the plain mutations they stand for: WhatIf and fitting_counts
+must count exactly what give/release would leave, apply must place on that same state, and
+every undo must restore the Capacity exactly (counters included)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from adsched.capacity import Capacity, WhatIf, _counters
+from adsched.place import NoFit, find_placement
+from builders import cluster
+from test_properties import MIG, QUEUES, random_snapshot
+
+
+def state(cap: Capacity) -> tuple:
+    return (list(cap.busy), list(cap.held), list(cap.free_mask), list(cap.free), list(cap.at_least),
+            [list(r) for r in cap.leaf_at_least], {i: dict(o) for i, o in cap.holds.items() if o})
+
+
+def assert_counters_consistent(cap: Capacity) -> None:
+    assert (cap.at_least, cap.leaf_at_least) == _counters(cap.free, cap.up, cap.leaf_of, len(cap.leaf_names),
+                                                          cap.max_gpus)
+
+
+def holding_capacity(seed: int):
+    """A busy Capacity with a few reservations holding GPUs (some nodes held twice)."""
+    rng = random.Random(seed)
+    cfg = cluster(leaves=rng.randint(1, 4), nodes_per_leaf=rng.randint(1, 5), gpus=rng.choice([4, 8]), spines=1,
+                  queues=QUEUES, scheduler={"default_queue": "open"}, mig=MIG if rng.random() < 0.3 else None)
+    snap = random_snapshot(cfg, seed, rng.randint(0, 20), 0, 10_000.0)
+    cap = Capacity(cfg, snap)
+    owners = []
+    for owner in range(1, rng.randint(1, 5)):
+        picks = find_placement(cap, rng.randint(1, 3), rng.choice([1, 2, 4]))
+        if isinstance(picks, NoFit):
+            continue
+        cap.hold(owner, cap.peek(picks))  # other GPUs of a held node may be held too: two owners
+        owners.append(owner)
+    return rng, cfg, snap, cap, owners
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_what_if_counts_and_places_as_the_mutations_would(seed):
+    rng, cfg, snap, cap, owners = holding_capacity(seed)
+    assert_counters_consistent(cap)
+    before = state(cap)
+    gpus = rng.choice([1, 2, 4, 8, 9])
+    lifted = [o for o in owners if rng.random() < 0.6]
+    ended = [r.placement for r in snap.running if rng.random() < 0.4 and r.job.mig is None]
+
+    what_if = WhatIf(cap, gpus)
+    what_if.lift(lifted)
+    for placement in ended:
+        what_if.give(placement)
+    assert state(cap) == before  # counting changed nothing
+
+    undos = [cap.release(o) for o in lifted] + [cap.give(p) for p in ended]
+    expected = (cap.at_least[gpus] if gpus <= cap.max_gpus else 0,
+                [row[gpus] if gpus <= cap.max_gpus else 0 for row in cap.leaf_at_least])
+    mutated = state(cap)[:6]
+    placed = find_placement(cap, 2, min(gpus, cap.max_gpus or 1))
+    for undo in reversed(undos):
+        undo()
+    assert state(cap) == before
+    assert (what_if.have, what_if.counts) == expected
+
+    undo = what_if.apply()
+    assert state(cap)[:6] == mutated
+    assert_counters_consistent(cap)
+    assert find_placement(cap, 2, min(gpus, cap.max_gpus or 1)) == placed
+    undo()
+    assert state(cap) == before
+    if not ended:
+        assert cap.fitting_counts(gpus, lifted) == expected
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_take_give_hold_release_undo_exactly(seed):
+    rng, cfg, snap, cap, owners = holding_capacity(seed)
+    before = state(cap)
+    undos = []
+    for _ in range(6):
+        op = rng.random()
+        if op < 0.3:
+            picks = find_placement(cap, rng.randint(1, 4), rng.choice([1, 2, 4]))
+            if not isinstance(picks, NoFit):
+                placement = cap.peek(picks)
+                taken, undo = cap.take(picks)
+                assert taken == placement
+                undos.append(undo)
+        elif op < 0.5 and snap.running:
+            undos.append(cap.give(rng.choice(snap.running).placement))
+        elif op < 0.75 and owners:
+            undos.append(cap.release(rng.choice(owners)))
+        else:
+            picks = find_placement(cap, 1, 1)
+            if not isinstance(picks, NoFit):
+                undos.append(cap.hold(100 + len(undos), cap.peek(picks)))
+        assert_counters_consistent(cap)
+    for undo in reversed(undos):
+        undo()
+    assert state(cap) == before
