@@ -121,7 +121,7 @@ def _mask(gpus: tuple[int, ...]) -> int:
         bits = 0
         for g in gpus:
             bits |= 1 << g
-        if isinstance(gpus, tuple):
+        if isinstance(gpus, tuple) and len(_MASKS) < 65_536:  # bounded, whatever tuples come
             _MASKS[gpus] = bits
         return bits
 

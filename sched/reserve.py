@@ -3,7 +3,9 @@
 The top `reservation_depth` blocked jobs each get a Reservation (a time and a placement).
 The time comes from a what-if on this cycle's Capacity: walk the end times of running jobs
 (time limits, the latest they can hold GPUs) in order, returning their GPUs, until the job
-fits; the placement is the one place.py picks at that moment. Every mutation is undone.
+fits; the placement is the one place.py picks at that moment. The walk is counted on a
+capacity.WhatIf (nothing changes); the Capacity is made to match it only to place the job,
+and put back at once.
 
 Earlier reservations are held from now until they end (start + time limit): conservative
 (they could lend their GPUs before they start) but it keeps the free capacity of the what-if
