@@ -259,12 +259,7 @@ class Cycle:
             picks = self._place(job)
             placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
         elif not isinstance(picks, NoFit):
-            what_if = WhatIf(self.cap, job.gpus_per_node)
-            what_if.lift(lenders)
-            undo = what_if.apply()
-            picks = self._place(job)
-            placement = None if isinstance(picks, NoFit) else self.cap.peek(picks)
-            undo()  # hold them again
+            picks, placement = self._place_lent(job, lenders)
             if placement is not None:
                 self.cap.occupy(placement)  # its GPUs are busy, lent or not
         if placement is not None:
@@ -344,12 +339,18 @@ class Cycle:
                               self.settings.topology_aware, have, counts)
         if verdict is not None:
             return verdict
+        return self._place_lent(job, lifted)[0]
+
+    def _place_lent(self, job: Job, lenders: list[int]) -> tuple[object, Placement | None]:
+        """find_placement's picks, and the placement they make, as if reservations `lenders`
+        lent their GPUs; their holds stay (the Capacity is as before)."""
         what_if = WhatIf(self.cap, job.gpus_per_node)
-        what_if.lift(lifted)
+        what_if.lift(lenders)
         undo = what_if.apply()
         picks = self._place(job)
+        placement = None if isinstance(picks, NoFit) else self.cap.peek(picks)
         undo()
-        return picks
+        return picks, placement
 
     def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
