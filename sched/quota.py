@@ -10,6 +10,10 @@ starts normally. One that would take its queue beyond the quota is *borrowing*: 
 only on idle GPUs, after every within-quota job of the cycle has had its turn, up to
 borrow_limit_gpus beyond the quota; its Start is marked `borrowing` so a later cycle can
 reclaim it. Beyond the borrowing limit it waits with a QuotaExceeded reason.
+
+A preemptor whose victims are still draining has its GPUs *committed*: they count against
+its queue's quota for every other job, so a later job of the same queue cannot take the quota
+the preemption was made for (which would leave the preemptor stuck behind its own queue).
 """
 
 from __future__ import annotations
@@ -22,15 +26,22 @@ WITHIN, BORROW = "within", "borrow"
 
 
 class Usage:
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot, committed: tuple[Job, ...] = ()):
         self.queue_gpus: dict[str, float] = {}
         self.user_jobs: dict[tuple[str, str], int] = {}
         self.array_tasks: dict[int, int] = {}
+        self.committed: set[int] = set()
         for run in snapshot.running:
             self.add(run.job)
+        self.committed = {job.id for job in committed}  # draining preemptors, already counted
+        for job in committed:
+            self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
 
     def add(self, job: Job) -> None:
-        self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
+        if job.id in self.committed:  # its GPUs were counted when it was committed
+            self.committed.discard(job.id)
+        else:
+            self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
         key = (job.queue, job.user)
         self.user_jobs[key] = self.user_jobs.get(key, 0) + 1
         if job.array_id is not None:
@@ -56,6 +67,8 @@ class Usage:
             return WITHIN
         used = self.queue_gpus.get(q.name, 0.0)
         need = job.num_nodes * job.gpus_per_node if job.mig is None else gpu_equiv(job)
+        if job.id in self.committed:
+            used -= gpu_equiv(job)  # its own commitment is what it asks for, not someone else's use
         if used + need <= q.quota_gpus:
             return WITHIN
         if q.borrow_limit_gpus is not None and used + need > q.quota_gpus + q.borrow_limit_gpus:

@@ -135,7 +135,7 @@ class Cycle:
         self.cap = Capacity(self.config, snap)
         reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
         self.timeline = Timeline(snap.running, self.now) if reserving else None
-        self.usage = Usage(snap)
+        self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in self._draining))
 
         # Phase 2: priority order.
         users, queues = factors(snap, self.config) if s.weight_fairshare else ({}, {})
