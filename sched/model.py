@@ -90,8 +90,9 @@ class Snapshot:
     user_usage: Mapping[str, float] = field(default_factory=dict)
     queue_usage: Mapping[str, float] = field(default_factory=dict)
     # Preemptions already signalled (by an earlier cycle's Decisions.preemptions): preemptor
-    # job id -> its victims' ids. Victims still in `running` are draining (signal sent, grace
-    # period running); the core never chooses them again, and the preemptor waits for them.
+    # job id -> its victims' ids, kept until the preemptor starts. Victims still in `running`
+    # are draining (signal sent, grace period running); the core never chooses them again, and
+    # the preemptor waits for them; its quota stays committed to it meanwhile (quota.py).
     preempting: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
 

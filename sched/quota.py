@@ -11,9 +11,10 @@ only on idle GPUs, after every within-quota job of the cycle has had its turn, u
 borrow_limit_gpus beyond the quota; its Start is marked `borrowing` so a later cycle can
 reclaim it. Beyond the borrowing limit it waits with a QuotaExceeded reason.
 
-A preemptor whose victims are still draining has its GPUs *committed*: they count against
-its queue's quota for every other job, so a later job of the same queue cannot take the quota
-the preemption was made for (which would leave the preemptor stuck behind its own queue).
+A preemptor (a pending job in Snapshot.preempting: its victims are draining, or were requeued
+and it has not started yet) has its GPUs *committed*: they count against its queue's quota for
+every other job, so a later job of the same queue cannot take the quota the preemption was made
+for (which would strand the preemptor and waste the preemption).
 """
 
 from __future__ import annotations
@@ -30,32 +31,43 @@ class Usage:
         self.queue_gpus: dict[str, float] = {}
         self.user_jobs: dict[tuple[str, str], int] = {}
         self.array_tasks: dict[int, int] = {}
-        self.committed: set[int] = set()
         for run in snapshot.running:
-            self.add(run.job)
-        self.committed = {job.id for job in committed}  # draining preemptors, already counted
+            self._count(run.job)
+        # Draining preemptors count as running for every other job (quota, user and array limits).
+        self.committed: set[int] = set()
         for job in committed:
-            self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
+            self.commit(job)
 
-    def add(self, job: Job) -> None:
-        if job.id in self.committed:  # its GPUs were counted when it was committed
-            self.committed.discard(job.id)
-        else:
-            self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
+    def commit(self, job: Job) -> None:
+        """A preemptor from now until it starts: its share is held against everyone else's."""
+        if job.id not in self.committed:
+            self.committed.add(job.id)
+            self._count(job)
+
+    def _count(self, job: Job) -> None:
+        self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
         key = (job.queue, job.user)
         self.user_jobs[key] = self.user_jobs.get(key, 0) + 1
         if job.array_id is not None:
             self.array_tasks[job.array_id] = self.array_tasks.get(job.array_id, 0) + 1
 
+    def add(self, job: Job) -> None:
+        """A job started in this cycle."""
+        if job.id in self.committed:
+            self.committed.discard(job.id)  # counted since the cycle began
+        else:
+            self._count(job)
+
     def limits(self, job: Job, config: ClusterConfig) -> str | None:
         """Why a running-count limit holds the job back now, or None."""
+        own = 1 if job.id in self.committed else 0  # a committed job is not its own competitor
         if job.array_throttle is not None and job.array_id is not None:
-            n = self.array_tasks.get(job.array_id, 0)
+            n = self.array_tasks.get(job.array_id, 0) - own
             if n >= job.array_throttle:
                 return f"JobArrayTaskLimit: array {job.array_id} has {n} of at most {job.array_throttle} tasks running"
         cap = config.queues[job.queue].max_running_per_user
         if cap is not None:
-            n = self.user_jobs.get((job.queue, job.user), 0)
+            n = self.user_jobs.get((job.queue, job.user), 0) - own
             if n >= cap:
                 return f"UserLimit: user {job.user} has {n} running jobs in queue {job.queue} (max {cap})"
         return None

@@ -135,7 +135,8 @@ class Cycle:
         self.cap = Capacity(self.config, snap)
         reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
         self.timeline = Timeline(snap.running, self.now) if reserving else None
-        self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in self._draining))
+        # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).
+        self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in snap.preempting))
 
         # Phase 2: priority order.
         users, queues = factors(snap, self.config) if s.weight_fairshare else ({}, {})
@@ -219,6 +220,7 @@ class Cycle:
         if job.mig is None and (not borrowing or job.id in self._draining):
             waiting = self._preempt(job)
             if waiting is not None:
+                self.usage.commit(job)  # later jobs of this cycle must not take its quota or limits
                 self.decisions.pending_reasons[job.id] = waiting
                 if not self.settings.backfill:
                     self.blocker = job.id

@@ -381,10 +381,15 @@ class Store:
                        checkpoint_time=r.checkpoint_time)
             for r in running_records
         )
+        # Preemptor -> victims, until the preemptor starts (victims keep preempted_by when requeued).
+        waiting = {r.id for r in pending_all}
         preempting: dict[int, list[int]] = {}
-        for r in running_records:
-            if r.preempted_by:
-                preempting.setdefault(r.preempted_by, []).append(r.id)
+        for victim_id, preemptor in self.conn.execute(
+            "SELECT id, preempted_by FROM jobs WHERE preempted_by IS NOT NULL AND state IN (?, ?) ORDER BY id",
+            (PENDING, RUNNING),
+        ):
+            if preemptor in waiting:
+                preempting.setdefault(preemptor, []).append(victim_id)
         deps = sorted({d for r in pending for d in (*r.after_ok, *r.after_any)})
         finished = {}
         for chunk in range(0, len(deps), 500):
@@ -497,12 +502,15 @@ class Store:
                 start_try: bool = False) -> None:
         """Put a running job back to PENDING whole: allocations dropped, restart count + 1.
 
+        A preempted job keeps `preempted_by` until it starts again, so its preemptor keeps its
+        claim (Snapshot.preempting) in the cycle the space frees up.
+
         `begin_time`: not eligible before (backoff); `start_try`: the gang failed to start.
         """
         with self.transaction():
             cur = self.conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, start_time = NULL, nodelist = '', cancel_requested = 0,"
-                " restart_count = restart_count + 1, preempted_by = NULL, borrowing = 0, begin_time = ?,"
+                " restart_count = restart_count + 1, borrowing = 0, begin_time = ?,"
                 " start_tries = start_tries + ? WHERE id = ? AND state = ?",
                 (PENDING, reason, begin_time, int(start_try), job_id, RUNNING),
             )

@@ -8,7 +8,7 @@ from adsched.config import ConfigError, parse_config_text
 from adsched.explain import explain
 from adsched.model import Preemption
 from adsched.schedule import schedule
-from builders import job, run_cycle, snapshot, with_settings
+from builders import cluster, job, run_cycle, snapshot, with_settings
 from test_preempt import CLUSTER, LEAF, NOW, gang, prod, release
 
 # leaf1 holds two explore gangs; everything else is prod (not preemptible)
@@ -111,3 +111,21 @@ def test_preemption_keys_are_validated_with_key_paths(patch, want):
     with pytest.raises(ConfigError) as e:
         parse_config_text(BASE + patch)
     assert any(want in err for err in e.value.errors), e.value.errors
+
+
+def test_a_draining_preemptor_keeps_its_quota_from_later_jobs_of_its_queue():
+    queues = {"rel": {"tier": 10, "quota_gpus": 16, "borrow_limit_gpus": 0, "preempts": ["explore"]},
+              "explore": {"tier": 1, "preemptible": True}, "prod": {"tier": 1}}
+    cfg = cluster(leaves=4, nodes_per_leaf=4, gpus=8, queues=queues, scheduler={"default_queue": "explore"})
+    victim = job(11).queue("explore").limit(86400).running_on("n01", "n02")
+    others = [job(900 + k).queue("prod").limit(86400).running_on(f"n{k:02d}") for k in range(3, 16)]
+    others.append(job(916).queue("prod").limit(86400).running_on("n16", gpus=tuple(range(7))))  # 1 GPU free
+    preemptor = job(1).queue("rel").nodes(2)
+    later = job(2).queue("rel").gpus(1).priority(5)  # ordered first, and it would fit on n16 now
+    d = run_cycle(cfg, snapshot([preemptor, later], [victim, *others], preempting={1: (11,)}), NOW)
+    assert d.starts == []
+    assert d.pending_reasons[2].startswith("QuotaExceeded: queue rel uses 16 of its 16 GPUs")
+    assert d.pending_reasons[1] == "Preempting: waiting for job 11 to stop"
+    # the victim is gone: the preemptor starts on the place it freed
+    d = run_cycle(cfg, snapshot([preemptor, later, victim.job], others, preempting={1: (11,)}), NOW + 60)
+    assert [(s.job_id, [a.node for a in s.placement]) for s in d.starts] == [(1, ["n01", "n02"])]

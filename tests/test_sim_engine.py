@@ -143,7 +143,10 @@ def test_cancels_and_preemptions_from_the_core_are_applied():
     # restarts at once on its own node; 4 gets n02 when job 2 ends at 110, then 5.
     assert res.start[0] == 30 + grace and res.end[0] == 30 + grace + 100
     assert (res.start[3], res.start[4]) == (110.0, 120.0)
-    assert seen[30 + grace] == {}
+    # At the kill the claim stays (the preemptor 4 has not started): the core still sees it...
+    assert seen[30 + grace] == {4: (1,)}
+    # ...until the victim started again (here, at once), which ends the record.
+    assert seen[110.0] == {}
     m = metrics.summarize(res)
     assert (m["preemptions"], m["cancelled"], m["never_started"], m["jobs"]) == (1, 1, 0, 4)
 

@@ -113,8 +113,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             job_id = jobs[k].job.id
             run = running.pop(job_id)
             busy -= run.job.total_gpus
-            victims.pop(job_id, None)
             if kind == END:
+                victims.pop(job_id, None)
                 res.end[k] = now
                 finished_since += 1
             else:  # the grace period is over: requeued whole
@@ -132,8 +132,9 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             continue
         # 2. one cycle of the real core
         preempting: dict[int, tuple[int, ...]] = {}
-        for victim, preemptor in victims.items():
-            preempting[preemptor] = preempting.get(preemptor, ()) + (victim,)
+        for victim, preemptor in victims.items():  # kept until the preemptor starts, as the store does
+            if preemptor in pending:
+                preempting[preemptor] = preempting.get(preemptor, ()) + (victim,)
         snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()), preempting=preempting)
         c0 = clock()
         decisions = schedule(snap, config, now)
@@ -158,6 +159,10 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             grace = getattr_(config.queues.get(run.job.queue), "grace_period", 0) or 0
             k = index[job_id]
             heapq.heappush(events, (now + grace, k, token[k], KILL))
+        if victims and decisions.starts:  # a started victim or preemptor ends its preemption record
+            started = {s.job_id for s in decisions.starts}
+            for v in [v for v, pre in victims.items() if v in started or pre in started]:
+                del victims[v]
         for start in decisions.starts:
             job = pending.pop(start.job_id)
             k = index[start.job_id]
