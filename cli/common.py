@@ -29,8 +29,10 @@ def library_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            raise CommandError(f"{e.source}:\n  " + "\n  ".join(e.errors), 2) from None
+        except ConfigError as e:  # every error at once, one line each
+            if len(e.errors) == 1:
+                raise CommandError(f"{e.source}: {e.errors[0]}", 2) from None
+            raise CommandError(f"{e.source}: {len(e.errors)} errors\n  " + "\n  ".join(e.errors), 2) from None
         except AdschedError as e:
             raise CommandError(str(e), e.exit_code) from None
 
