@@ -57,6 +57,10 @@ class _Layout:
         for i, n in enumerate(config.nodes):
             if n.mig_gpus:
                 self._init_mig(i, n.whole_gpus, n.mig_gpus, n.mig_profile)
+        # id(placement) -> (placement, [(node index, GPU bits)], has MIG slices): running jobs
+        # keep their placement object from cycle to cycle, so each is resolved once. The entry
+        # holds the placement itself, so its id cannot be reused while the entry lives.
+        self.resolved: dict[int, tuple[Placement, list[tuple[int, int]], bool, bool]] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
@@ -162,26 +166,43 @@ class Capacity:
         for name in snapshot.unavailable:
             if name in index:
                 up[index[name]] = False
-        masks, mig = _MASKS, bool(self.mig_nodes)
+        mig, known, resolved = bool(self.mig_nodes), lay.resolved, self._resolved
         for run in snapshot.running:  # the per-cycle hot loop: one pass over every rank
-            pairs, known = [], True
-            for a in run.placement:
-                i = index.get(a.node)
-                if i is None:
-                    known = False
-                    continue
-                bits = masks.get(a.gpus) if type(a.gpus) is tuple else None  # a list is unhashable
-                if bits is None:
-                    bits = _mask(a.gpus)
+            placement = run.placement
+            found = known.get(id(placement))
+            if found is None or found[0] is not placement:
+                found = self._resolve_running(placement)
+            for i, bits in found[1]:
                 busy[i] |= bits
-                pairs.append((i, bits))
-                if mig and a.slices:
-                    self._mig_mark(i, a.slices, busy=True)
-            if known:
-                self._resolved[id(run.placement)] = (run.placement, pairs)
+            if mig and found[2]:
+                for a in placement:
+                    if a.slices and a.node in index:
+                        self._mig_mark(index[a.node], a.slices, busy=True)
+            if found[3]:  # a placement on a node the config lacks is resolved the slow way
+                resolved[id(placement)] = (placement, found[1])
         self.free_mask = [m & ~b for m, b in zip(self.all_mask, busy)]
         self.free = list(map(int.bit_count, self.free_mask))
         self._rebuild_counters()
+
+    def _resolve_running(self, placement: Placement) -> tuple[Placement, list[tuple[int, int]], bool, bool]:
+        """(placement, its known ranks' (node index, GPU bits), any MIG slices, every node
+        known), remembered in the layout when the placement is immutable."""
+        index, pairs, slices, known, frozen = self.index, [], False, True, type(placement) is tuple
+        for a in placement:
+            frozen = frozen and type(a.gpus) is tuple
+            slices = slices or bool(a.slices)
+            i = index.get(a.node)
+            if i is None:
+                known = False
+                continue
+            pairs.append((i, _mask(a.gpus)))
+        found = (placement, pairs, slices, known)
+        if frozen:
+            memo = _layout(self.config).resolved
+            if len(memo) > 65_536:  # bounded, whatever a long-lived daemon meets
+                memo.clear()
+            memo[id(placement)] = found
+        return found
 
     def resolve(self, placement: Placement) -> list[tuple[int, int]]:
         """(node index, GPU bits) for each rank of a placement."""
