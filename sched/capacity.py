@@ -261,31 +261,40 @@ class Capacity:
             return
         all_mask, busy, held, free_mask, free = self.all_mask, self.busy, self.held, self.free_mask, self.free
         up, leaf_of = self.up, self.leaf_of
-        leaves = set()
+        # Per touched leaf, the change in nodes per exact free count; its suffix sums are the
+        # change of the leaf's at-least row (only changed nodes are visited, not whole leaves).
+        deltas: dict[int, list[int]] = {}
         for i in nodes:
             free_mask[i] = mask = all_mask[i] & ~(busy[i] | held[i])
-            f = mask.bit_count()
-            if f != free[i]:
+            f, old = mask.bit_count(), free[i]
+            if f != old:
                 free[i] = f
                 if up[i]:
-                    leaves.add(leaf_of[i])
+                    d = deltas.get(leaf_of[i])
+                    if d is None:
+                        d = deltas[leaf_of[i]] = [0] * len(self.at_least)
+                    d[old] -= 1
+                    d[f] += 1
         at_least, rows = self.at_least, self.leaf_at_least
-        for l in leaves:
-            row = [0] * len(at_least)
-            for i in self.leaf_nodes[l]:
-                if up[i]:
-                    row[free[i]] += 1
-            _suffix_sums(row)
-            old = rows[l]
-            for g in range(len(row) - 1):
-                at_least[g] += row[g] - old[g]
+        for l, d in deltas.items():
+            row = rows[l] if in_place else list(rows[l])
+            step = 0
+            for g in range(len(d) - 2, -1, -1):
+                step += d[g]
+                if step:
+                    row[g] += step
+                    at_least[g] += step
             rows[l] = row
 
     # --- mutations, each with an undo -------------------------------------------------
 
     def peek(self, picks: list[tuple[int, int]]) -> Placement:
         """The placement `take(picks)` would return, without taking anything."""
-        return tuple(self._pick(i, count)[1] for i, count in picks)
+        picked = [self._pick(i, count) for i, count in picks]
+        placement = tuple(alloc for _, alloc in picked)
+        # Its GPU bits are known here: remember them for the hold that often follows.
+        self._resolved[id(placement)] = (placement, [(i, bits) for (i, _), (bits, _) in zip(picks, picked)])
+        return placement
 
     def _pick(self, i: int, count: int) -> tuple[int, NodeAlloc]:
         """The `count` lowest free GPUs of node i: their bits and their NodeAlloc."""
@@ -379,12 +388,11 @@ class Capacity:
         """Hold a placement's GPUs for reservation `owner`: no one else may take them."""
         nodes = []
         owned = self._owned.setdefault(owner, {})
-        for a in placement:
-            i = self.index[a.node]
-            bits = _mask(a.gpus)
-            self.holds.setdefault(i, {})[owner] = bits
+        holds, held = self.holds, self.held
+        for i, bits in self.resolve(placement):
+            holds.setdefault(i, {})[owner] = bits
             owned[i] = bits
-            self.held[i] |= bits
+            held[i] |= bits
             nodes.append(i)
         self._changed(nodes)
 
