@@ -461,7 +461,9 @@ class WhatIf:
         self.busy: dict[int, int] = {}  # node -> its busy bits once the given jobs ended
         self.lifted: set[int] = set()  # reservations whose holds are lifted
         self.held: dict[int, int] = {}  # node -> its held bits once those are lifted
-        self._fits: dict[int, bool] = {}  # node -> fits `gpus` in the what-if (when changed)
+        # Nodes that came to fit `gpus` in the what-if. Jobs ending and holds lifted only ever
+        # free GPUs, so a node that fits keeps fitting and is never looked at again.
+        self._fits: set[int] = set()
 
     def _recount(self, nodes: Iterable[int]) -> None:
         """These nodes' busy or held bits changed: which of them fit `gpus` now? Adjust the counts."""
@@ -469,25 +471,26 @@ class WhatIf:
         up, free, all_mask, leaf_of = cap.up, cap.free, cap.all_mask, cap.leaf_of
         busy, held, cap_busy, cap_held = self.busy, self.held, cap.busy, cap.held
         for i in nodes:
-            if not up[i]:
-                continue
-            before = fits.get(i)
-            if before is None:
-                before = free[i] >= gpus
-            after = (all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i]))).bit_count() >= gpus
-            if after != before:
-                fits[i] = after
-                step = 1 if after else -1
-                self.have += step
-                counts[leaf_of[i]] += step
+            if i in fits or free[i] >= gpus or not up[i]:
+                continue  # fitted already (GPUs only come free), or down
+            if (all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i]))).bit_count() >= gpus:
+                fits.add(i)
+                self.have += 1
+                counts[leaf_of[i]] += 1
 
     def give(self, placement) -> None:
         """As Capacity.give: a job's GPUs come back (MIG slices are not counted here)."""
-        cap, busy, nodes = self.cap, self.busy, []
-        for i, bits in cap.resolve(placement):
-            busy[i] = busy.get(i, cap.busy[i]) & ~bits
-            nodes.append(i)
-        self._recount(nodes)
+        cap, gpus, fits, counts = self.cap, self.gpus, self._fits, self.counts
+        up, free, all_mask, leaf_of = cap.up, cap.free, cap.all_mask, cap.leaf_of
+        busy, held, cap_busy, cap_held = self.busy, self.held, cap.busy, cap.held
+        for i, bits in cap.resolve(placement):  # _recount, inlined: the walk's inner loop
+            b = busy[i] = busy.get(i, cap_busy[i]) & ~bits
+            if i in fits or free[i] >= gpus or not up[i]:
+                continue
+            if (all_mask[i] & ~(b | held.get(i, cap_held[i]))).bit_count() >= gpus:
+                fits.add(i)
+                self.have += 1
+                counts[leaf_of[i]] += 1
 
     def lift(self, owners: Iterable[int]) -> None:
         """As Capacity.release, for each of `owners`."""
