@@ -170,19 +170,20 @@ def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None
 
 def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int) -> Picks:
     """Fill the chosen leaves largest first; inside a leaf take the tightest nodes."""
-    picks: Picks = []
+    taken: list[tuple[int, list[int]]] = []  # (leaf, its nodes taken)
     need = num_nodes
-    up, free = cap.up, cap.free
-    for l in sorted(leaves, key=lambda l: (-cap.leaf_at_least[l][gpus], l)):
+    up, free, rows = cap.up, cap.free, cap.leaf_at_least
+    for l in sorted(leaves, key=lambda l: (-rows[l][gpus], l)):
         fitting = [i for i in cap.leaf_nodes[l] if up[i] and free[i] >= gpus]
         fitting.sort(key=free.__getitem__)  # stable on ascending indexes: by (free, index)
         take = fitting[:need]
-        picks.extend((i, gpus) for i in take)
+        taken.append((l, take))
         need -= len(take)
         if need == 0:
             break
-    picks.sort(key=lambda p: (cap.leaf_of[p[0]], p[0]))  # ranks grouped by leaf
-    return picks
+    # Ranks grouped by leaf, by node index inside one: the order of (leaf_of[i], i).
+    taken.sort()
+    return [(i, gpus) for _, take in taken for i in sorted(take)]
 
 
 def find_mig(cap: Capacity, profile: str, count: int) -> Picks | NoFit:
