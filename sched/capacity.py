@@ -21,6 +21,7 @@ an idle cluster) is built once per ClusterConfig (`_layout`) and shared by every
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Callable, Iterable
 
 from .config import ClusterConfig
@@ -61,6 +62,9 @@ class _Layout:
         # keep their placement object from cycle to cycle, so each is resolved once. The entry
         # holds the placement itself, so its id cannot be reused while the entry lives.
         self.resolved: dict[int, tuple[Placement, list[tuple[int, int]], bool, bool]] = {}
+        # (busy bits per node, up per node) -> (free_mask, free, at_least, leaf_at_least) as
+        # tuples: what a Capacity derives from them, for the next cycle with the same ones.
+        self.derived: dict[tuple, tuple] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
@@ -102,9 +106,8 @@ def _counters(free: list[int], up: list[bool], leaf_of: list[int], n_leaves: int
     for l, f, is_up in zip(leaf_of, free, up):
         if is_up:
             rows[l][f] += 1
-    for row in rows:
-        _suffix_sums(row)
-    at_least = [sum(column) for column in zip(*rows)] if rows else [0] * (top + 2)
+    rows = [list(accumulate(row[::-1]))[::-1] for row in rows]  # suffix sums, at C speed
+    at_least = list(map(sum, zip(*rows))) if rows else [0] * (top + 2)
     return at_least, rows
 
 
@@ -180,9 +183,22 @@ class Capacity:
                         self._mig_mark(index[a.node], a.slices, busy=True)
             if found[3]:  # a placement on a node the config lacks is resolved the slow way
                 resolved[id(placement)] = (placement, found[1])
-        self.free_mask = [m & ~b for m, b in zip(self.all_mask, busy)]
-        self.free = list(map(int.bit_count, self.free_mask))
-        self._rebuild_counters()
+        # Consecutive cycles often see the same busy GPUs (only jobs were submitted): the free
+        # masks and counters derived from them are remembered per (busy, up) on the layout.
+        key = (tuple(busy), tuple(up))
+        derived = lay.derived.get(key)
+        if derived is None:
+            self.free_mask = [m & ~b for m, b in zip(self.all_mask, busy)]
+            self.free = list(map(int.bit_count, self.free_mask))
+            self._rebuild_counters()
+            if len(lay.derived) >= 256:  # bounded: a dict keeps insertion order, drop the oldest
+                del lay.derived[next(iter(lay.derived))]
+            lay.derived[key] = (tuple(self.free_mask), tuple(self.free), tuple(self.at_least),
+                                tuple(map(tuple, self.leaf_at_least)))
+        else:
+            free_mask, free, at_least, rows = derived
+            self.free_mask, self.free, self.at_least = list(free_mask), list(free), list(at_least)
+            self.leaf_at_least = list(map(list, rows))
 
     def _resolve_running(self, placement: Placement) -> tuple[Placement, list[tuple[int, int]], bool, bool]:
         """(placement, its known ranks' (node index, GPU bits), any MIG slices, every node
