@@ -65,6 +65,8 @@ class _Layout:
         # (busy bits per node, up per node) -> (free_mask, free, at_least, leaf_at_least) as
         # tuples: what a Capacity derives from them, for the next cycle with the same ones.
         self.derived: dict[tuple, tuple] = {}
+        # reserve.earliest's answers, keyed by everything the walk reads (see reserve._key).
+        self.earliest: dict[tuple, tuple] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
@@ -139,7 +141,7 @@ def _noop() -> None:
 
 class Capacity:
     def __init__(self, config: ClusterConfig, snapshot: Snapshot | None = None):
-        lay = _layout(config)
+        self.layout = lay = _layout(config)
         self.config = config
         # Shared with the layout and every other cycle: read, never mutated.
         self.names, self.index, self.total, self.max_gpus = lay.names, lay.index, lay.total, lay.max_gpus
@@ -219,6 +221,17 @@ class Capacity:
                 memo.clear()
             memo[id(placement)] = found
         return found
+
+    def frozen(self, placement: Placement) -> bool:
+        """Is this placement immutable all through (a tuple of NodeAllocs with GPU tuples)?"""
+        found = self.layout.resolved.get(id(placement))
+        if found is not None and found[0] is placement:  # memoised: checked when resolved
+            return True
+        return type(placement) is tuple and all(type(a.gpus) is tuple for a in placement)
+
+    def remember(self, placement: Placement, pairs: list[tuple[int, int]]) -> None:
+        """Its (node index, GPU bits), known to the caller, for `resolve`."""
+        self._resolved[id(placement)] = (placement, pairs)
 
     def resolve(self, placement: Placement) -> list[tuple[int, int]]:
         """(node index, GPU bits) for each rank of a placement."""

@@ -49,6 +49,42 @@ class Timeline:
 
 def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
     """The first time (and placement) at which `job` fits as jobs end; None if it never does."""
+    # The walk is a pure function of the request, the busy and up nodes and the events, and
+    # consecutive cycles often ask it again for the same blocked job over the same running
+    # set: answers are remembered per config (cycles with holds are not: their keys are long).
+    key = None if cap.holds else _key(cap, timeline, job, topology_aware)
+    if key is not None:
+        memo = cap.layout.earliest
+        hit = memo.get(key)
+        if hit is not None:
+            found, resolved = hit[0], hit[2]
+            if found is not None:
+                cap.remember(found[1], resolved)  # for the hold that follows
+            return found
+    found = _walk(cap, timeline, job, topology_aware)
+    if key is not None:
+        if len(memo) >= 256:  # bounded: a dict keeps insertion order, drop the oldest
+            del memo[next(iter(memo))]
+        # The events' placements are kept with the answer: alive, their ids in the key stay theirs.
+        memo[key] = (found, [e[3] for e in timeline.events], found and cap.resolve(found[1]))
+    return found
+
+
+def _key(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple | None:
+    """What the walk depends on, for a Capacity without holds; None if a placement given
+    back might be mutable (identity would not stand for its content)."""
+    events = []
+    for t, _, kind, payload in timeline.events:
+        if kind == _GIVE:
+            if not cap.frozen(payload):
+                return None
+            payload = id(payload)
+        events.append((t, kind, payload))
+    return (job.gpus_per_node, job.num_nodes, job.max_leaves, topology_aware, tuple(cap.busy), tuple(cap.up),
+            tuple(events))
+
+
+def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
     # The walk runs on a WhatIf (counters only, nothing changed); the Capacity is made to
     # match it only at the times the counters say the job may fit, to place it there.
     what_if = WhatIf(cap, job.gpus_per_node)
