@@ -304,6 +304,36 @@ class Capacity:
                         d = deltas[leaf_of[i]] = [0] * len(self.at_least)
                     d[old] -= 1
                     d[f] += 1
+        self._step_rows(deltas, in_place)
+
+    def _narrow(self, pairs: list[tuple[int, int]]) -> None:
+        """These (node, GPU bits) were just made busy or held: they leave the free masks
+        (free_mask is all & ~(busy | held), so it only loses them), and a node none of whose
+        free GPUs is among them is skipped without a look at its busy and held bits."""
+        if len(pairs) < 4:
+            for i, _ in pairs:
+                self._refresh(i)
+            return
+        free_mask, free, up, leaf_of = self.free_mask, self.free, self.up, self.leaf_of
+        deltas: dict[int, list[int]] = {}
+        for i, bits in pairs:
+            mask = free_mask[i]
+            if not mask & bits:
+                continue
+            free_mask[i] = mask = mask & ~bits
+            f, old = mask.bit_count(), free[i]
+            if f != old:
+                free[i] = f
+                if up[i]:
+                    d = deltas.get(leaf_of[i])
+                    if d is None:
+                        d = deltas[leaf_of[i]] = [0] * len(self.at_least)
+                    d[old] -= 1
+                    d[f] += 1
+        self._step_rows(deltas, True)
+
+    def _step_rows(self, deltas: dict[int, list[int]], in_place: bool) -> None:
+        """Add per-leaf changes of nodes per exact free count to the at-least counters."""
         at_least, rows = self.at_least, self.leaf_at_least
         for l, d in deltas.items():
             row = rows[l] if in_place else list(rows[l])
@@ -353,7 +383,7 @@ class Capacity:
             taken.append((i, bits))
             allocs.append(alloc)
         nodes = [i for i, _ in taken]
-        self._changed(nodes)
+        self._narrow(taken)
 
         def undo() -> None:
             for i, bits in taken:
@@ -365,12 +395,10 @@ class Capacity:
     def occupy(self, placement: Placement) -> None:
         """Mark a placement's GPUs busy, held or not: a backfilled job placed (on a WhatIf) on
         GPUs a reservation lends it. Their holds stay, as after a release, take and undo."""
-        nodes = []
-        for a in placement:
-            i = self.index[a.node]
-            self.busy[i] |= _mask(a.gpus)
-            nodes.append(i)
-        self._changed(nodes)
+        pairs = self.resolve(placement)
+        for i, bits in pairs:
+            self.busy[i] |= bits
+        self._narrow(pairs)
 
     def take_mig(self, i: int, profile: str, count: int) -> tuple[Placement, Callable[[], None]]:
         """Take `count` free `profile` slices on node i, lowest slot first."""
@@ -418,12 +446,13 @@ class Capacity:
         nodes = []
         owned = self._owned.setdefault(owner, {})
         holds, held = self.holds, self.held
-        for i, bits in self.resolve(placement):
+        pairs = self.resolve(placement)
+        for i, bits in pairs:
             holds.setdefault(i, {})[owner] = bits
             owned[i] = bits
             held[i] |= bits
             nodes.append(i)
-        self._changed(nodes)
+        self._narrow(pairs)
 
         def undo() -> None:
             self._drop_holds(nodes, owner)
