@@ -347,17 +347,21 @@ class Capacity:
 
     # --- mutations, each with an undo -------------------------------------------------
 
-    def peek(self, picks: list[tuple[int, int]]) -> Placement:
-        """The placement `take(picks)` would return, without taking anything."""
-        picked = [self._pick(i, count) for i, count in picks]
+    def peek(self, picks: list[tuple[int, int]], masks: dict[int, int] | None = None) -> Placement:
+        """The placement `take(picks)` would return, without taking anything; with `masks`,
+        the free masks of the picked nodes in a what-if (WhatIf.free_masks)."""
+        if masks is None:
+            picked = [self._pick(i, count) for i, count in picks]
+        else:
+            picked = [self._pick(i, count, masks[i]) for i, count in picks]
         placement = tuple(alloc for _, alloc in picked)
         # Its GPU bits are known here: remember them for the hold that often follows.
         self._resolved[id(placement)] = (placement, [(i, bits) for (i, _), (bits, _) in zip(picks, picked)])
         return placement
 
-    def _pick(self, i: int, count: int) -> tuple[int, NodeAlloc]:
+    def _pick(self, i: int, count: int, free_mask: int | None = None) -> tuple[int, NodeAlloc]:
         """The `count` lowest free GPUs of node i: their bits and their NodeAlloc."""
-        key = (i, self.free_mask[i], count)
+        key = (i, self.free_mask[i] if free_mask is None else free_mask, count)
         found = self._picks.get(key)
         if found is None:
             mask, bits, gpus = key[1], 0, []
@@ -566,6 +570,12 @@ class WhatIf:
                         held |= bits
             self.held[i] = held
         self._recount(nodes)
+
+    def free_masks(self, nodes: Iterable[int]) -> dict[int, int]:
+        """These nodes' free GPU bits in the what-if."""
+        cap, busy, held = self.cap, self.busy, self.held
+        all_mask, cap_busy, cap_held = cap.all_mask, cap.busy, cap.held
+        return {i: all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i])) for i in nodes}
 
     def apply(self) -> Callable[[], None]:
         """Make the Capacity look like the what-if (for find_placement); the undo restores it.

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .capacity import Capacity
+from .capacity import Capacity, WhatIf
+from .model import Placement
 
 Picks = list[tuple[int, int]]  # (node index, GPUs on it), rank order
 
@@ -165,15 +166,46 @@ def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None
     n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
     if max_leaves is not None and n_leaves > max_leaves:
         return _no_topology(cap, counts, num_nodes, max_leaves)
-    return _take_nodes(cap, leaves, num_nodes, gpus)
+    return _take_nodes(cap, leaves, num_nodes, gpus, counts)
 
 
-def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int) -> Picks:
-    """Fill the chosen leaves largest first; inside a leaf take the tightest nodes."""
+def place_what_if(cap: Capacity, what_if: WhatIf, num_nodes: int, gpus: int, max_leaves: int | None,
+                  topology_aware: bool) -> tuple[Picks | NoFit, Placement | None]:
+    """find_placement's picks, and the placement they make, on the Capacity as
+    `what_if.apply()` would leave it. A topology-aware gang needs only the what-if's
+    fitting counts and the free GPUs of the leaves it goes to, so nothing is applied;
+    other requests are placed on the applied Capacity, put back at once."""
+    if not topology_aware or num_nodes == 1 or gpus > cap.max_gpus:
+        undo = what_if.apply()
+        try:
+            picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
+            return picks, None if isinstance(picks, NoFit) else cap.peek(picks)
+        finally:
+            undo()
+    if what_if.have < num_nodes:
+        return _no_resources(num_nodes, gpus, what_if.have), None
+    counts = what_if.counts
+    n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
+    if max_leaves is not None and n_leaves > max_leaves:
+        return _no_topology(cap, counts, num_nodes, max_leaves), None
+    masks = what_if.free_masks(i for l in leaves for i in cap.leaf_nodes[l])
+    free = {i: mask.bit_count() for i, mask in masks.items()}
+    picks = _take_nodes(cap, leaves, num_nodes, gpus, counts, free)
+    return picks, cap.peek(picks, masks)
+
+
+def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int,
+                counts: list[int] | None = None, free=None) -> Picks:
+    """Fill the chosen leaves largest first; inside a leaf take the tightest nodes.
+    `counts` (fitting nodes per leaf) and `free` (per node) default to the Capacity's."""
     taken: list[tuple[int, list[int]]] = []  # (leaf, its nodes taken)
     need = num_nodes
-    up, free, rows = cap.up, cap.free, cap.leaf_at_least
-    for l in sorted(leaves, key=lambda l: (-rows[l][gpus], l)):
+    up = cap.up
+    if free is None:
+        free = cap.free
+    if counts is None:
+        counts = [row[gpus] for row in cap.leaf_at_least]
+    for l in sorted(leaves, key=lambda l: (-counts[l], l)):
         fitting = [i for i in cap.leaf_nodes[l] if up[i] and free[i] >= gpus]
         fitting.sort(key=free.__getitem__)  # stable on ascending indexes: by (free, index)
         take = fitting[:need]

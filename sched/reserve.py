@@ -4,8 +4,8 @@ The top `reservation_depth` blocked jobs each get a Reservation (a time and a pl
 The time comes from a what-if on this cycle's Capacity: walk the end times of running jobs
 (time limits, the latest they can hold GPUs) in order, returning their GPUs, until the job
 fits; the placement is the one place.py picks at that moment. The walk is counted on a
-capacity.WhatIf (nothing changes); the Capacity is made to match it only to place the job,
-and put back at once.
+capacity.WhatIf (nothing changes); place.place_what_if places the job on it (a gang from its
+counts and its leaves' free GPUs; otherwise the Capacity is made to match for a moment).
 
 Earlier reservations are held from now until they end (start + time limit): conservative
 (they could lend their GPUs before they start) but it keeps the free capacity of the what-if
@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 from .capacity import Capacity, WhatIf
 from .model import Job, Placement, Reservation, RunningJob
-from .place import NoFit, find_placement, would_place
+from .place import NoFit, place_what_if, would_place
 
 _GIVE, _RELEASE = 0, 1
 
@@ -85,8 +85,8 @@ def _key(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> t
 
 
 def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
-    # The walk runs on a WhatIf (counters only, nothing changed); the Capacity is made to
-    # match it only at the times the counters say the job may fit, to place it there.
+    # The walk runs on a WhatIf (counters only, nothing changed); the job is placed on it
+    # only at the times the counters say it may fit.
     what_if = WhatIf(cap, job.gpus_per_node)
     events = timeline.events
     k = 0
@@ -105,13 +105,10 @@ def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> 
                               what_if.have, what_if.counts)
         if isinstance(verdict, NoFit):
             continue
-        undo = what_if.apply()
-        try:
-            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
-            if not isinstance(picks, NoFit):
-                return t, cap.peek(picks)
-        finally:
-            undo()
+        _, placement = place_what_if(cap, what_if, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                                     topology_aware)
+        if placement is not None:
+            return t, placement
     return None
 
 

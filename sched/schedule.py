@@ -35,7 +35,7 @@ from .deps import check as check_dependencies
 from .fairshare import factors, gpu_equiv
 from .model import Decisions, Job, Placement, Preemption, Reservation, Snapshot, Start
 from .order import order_pending
-from .place import NoFit, find_mig, find_placement, would_place
+from .place import NoFit, find_mig, find_placement, place_what_if, would_place
 from .preempt import choose as choose_victims
 from .preempt import may_preempt
 from .preempt import pool as victim_pool
@@ -348,11 +348,8 @@ class Cycle:
         lent their GPUs; their holds stay (the Capacity is as before)."""
         what_if = WhatIf(self.cap, job.gpus_per_node)
         what_if.lift(lenders)
-        undo = what_if.apply()
-        picks = self._place(job)
-        placement = None if isinstance(picks, NoFit) else self.cap.peek(picks)
-        undo()
-        return picks, placement
+        return place_what_if(self.cap, what_if, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                             self.settings.topology_aware)
 
     def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from adsched.capacity import Capacity, WhatIf, _counters
-from adsched.place import NoFit, find_placement
+from adsched.place import NoFit, find_placement, place_what_if
 from builders import cluster
 from test_properties import MIG, QUEUES, random_snapshot
 
@@ -102,3 +102,23 @@ def test_take_give_hold_release_undo_exactly(seed):
     for undo in reversed(undos):
         undo()
     assert state(cap) == before
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_place_what_if_places_as_on_the_applied_capacity(seed):
+    rng, cfg, snap, cap, owners = holding_capacity(seed)
+    before = state(cap)
+    gpus = rng.choice([1, 2, 4, 8])
+    what_if = WhatIf(cap, gpus)
+    what_if.lift([o for o in owners if rng.random() < 0.6])
+    for r in snap.running:
+        if rng.random() < 0.4 and r.job.mig is None:
+            what_if.give(r.placement)
+    for num_nodes, max_leaves, topology_aware in [(1, None, True), (2, None, True), (3, 1, True), (4, 2, True),
+                                                  (2, None, False), (3, 1, False)]:
+        undo = what_if.apply()
+        picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
+        expected = (picks, None if isinstance(picks, NoFit) else cap.peek(picks))
+        undo()
+        assert place_what_if(cap, what_if, num_nodes, gpus, max_leaves, topology_aware) == expected
+        assert state(cap) == before
