@@ -351,12 +351,17 @@ class Capacity:
         """The placement `take(picks)` would return, without taking anything; with `masks`,
         the free masks of the picked nodes in a what-if (WhatIf.free_masks)."""
         if masks is None:
-            picked = [self._pick(i, count) for i, count in picks]
-        else:
-            picked = [self._pick(i, count, masks[i]) for i, count in picks]
-        placement = tuple(alloc for _, alloc in picked)
+            masks = self.free_mask
+        memo, allocs, pairs = self._picks, [], []
+        for i, count in picks:  # _pick's memo looked up inline: this runs per rank of every gang
+            found = memo.get((i, masks[i], count))
+            if found is None:
+                found = self._pick(i, count, masks[i])
+            pairs.append((i, found[0]))
+            allocs.append(found[1])
+        placement = tuple(allocs)
         # Its GPU bits are known here: remember them for the hold that often follows.
-        self._resolved[id(placement)] = (placement, [(i, bits) for (i, _), (bits, _) in zip(picks, picked)])
+        self._resolved[id(placement)] = (placement, pairs)
         return placement
 
     def _pick(self, i: int, count: int, free_mask: int | None = None) -> tuple[int, NodeAlloc]:
