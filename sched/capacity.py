@@ -452,19 +452,20 @@ class Capacity:
 
     def hold(self, owner: int, placement: Placement) -> Callable[[], None]:
         """Hold a placement's GPUs for reservation `owner`: no one else may take them."""
-        nodes = []
-        owned = self._owned.setdefault(owner, {})
         holds, held = self.holds, self.held
         pairs = self.resolve(placement)
         for i, bits in pairs:
-            holds.setdefault(i, {})[owner] = bits
-            owned[i] = bits
+            owners = holds.get(i)
+            if owners is None:
+                holds[i] = {owner: bits}
+            else:
+                owners[owner] = bits
             held[i] |= bits
-            nodes.append(i)
+        self._owned.setdefault(owner, {}).update(pairs)
         self._narrow(pairs)
 
         def undo() -> None:
-            self._drop_holds(nodes, owner)
+            self._drop_holds([i for i, _ in pairs], owner)
 
         return undo
 
