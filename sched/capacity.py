@@ -288,23 +288,27 @@ class Capacity:
             for i in nodes:
                 self._refresh(i)
             return
-        all_mask, busy, held, free_mask, free = self.all_mask, self.busy, self.held, self.free_mask, self.free
-        up, leaf_of = self.up, self.leaf_of
+        all_mask, busy, held = self.all_mask, self.busy, self.held
         # Per touched leaf, the change in nodes per exact free count; its suffix sums are the
         # change of the leaf's at-least row (only changed nodes are visited, not whole leaves).
         deltas: dict[int, list[int]] = {}
         for i in nodes:
-            free_mask[i] = mask = all_mask[i] & ~(busy[i] | held[i])
-            f, old = mask.bit_count(), free[i]
-            if f != old:
-                free[i] = f
-                if up[i]:
-                    d = deltas.get(leaf_of[i])
-                    if d is None:
-                        d = deltas[leaf_of[i]] = [0] * len(self.at_least)
-                    d[old] -= 1
-                    d[f] += 1
+            self._set_free_mask(i, all_mask[i] & ~(busy[i] | held[i]), deltas)
         self._step_rows(deltas, in_place)
+
+    def _set_free_mask(self, i: int, mask: int, deltas: dict[int, list[int]]) -> None:
+        """Node i's free GPUs become `mask`; a changed count is noted in its leaf's deltas."""
+        self.free_mask[i] = mask
+        f, old = mask.bit_count(), self.free[i]
+        if f != old:
+            self.free[i] = f
+            if self.up[i]:
+                leaf = self.leaf_of[i]
+                d = deltas.get(leaf)
+                if d is None:
+                    d = deltas[leaf] = [0] * len(self.at_least)
+                d[old] -= 1
+                d[f] += 1
 
     def _narrow(self, pairs: list[tuple[int, int]]) -> None:
         """These (node, GPU bits) were just made busy or held: they leave the free masks
@@ -314,22 +318,12 @@ class Capacity:
             for i, _ in pairs:
                 self._refresh(i)
             return
-        free_mask, free, up, leaf_of = self.free_mask, self.free, self.up, self.leaf_of
+        free_mask = self.free_mask
         deltas: dict[int, list[int]] = {}
         for i, bits in pairs:
             mask = free_mask[i]
-            if not mask & bits:
-                continue
-            free_mask[i] = mask = mask & ~bits
-            f, old = mask.bit_count(), free[i]
-            if f != old:
-                free[i] = f
-                if up[i]:
-                    d = deltas.get(leaf_of[i])
-                    if d is None:
-                        d = deltas[leaf_of[i]] = [0] * len(self.at_least)
-                    d[old] -= 1
-                    d[f] += 1
+            if mask & bits:
+                self._set_free_mask(i, mask & ~bits, deltas)
         self._step_rows(deltas, True)
 
     def _step_rows(self, deltas: dict[int, list[int]], in_place: bool) -> None:
