@@ -19,7 +19,7 @@ from .hook import hook
 from .minicluster import minicluster
 from .sim import sim
 from .slurm import slurm
-from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
+from .common import json_option, library_errors, print_json, print_table, state_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from adsched.backend import open_backend
 from adsched.store import JobRecord, JobRequest, Store
 from adsched.timefmt import format_duration
 
-from .common import CommandError, json_option, library_errors, print_json, print_table, state_option
+from .common import json_option, library_errors, print_json, print_table, state_option
 
 JOB_FILE_KEYS = {"command", "nodes", "gpus_per_node", "gpus", "queue", "time", "name", "priority", "max_leaves",
                  "workdir", "env", "array", "dependency", "signal", "no_requeue"}
@@ -205,7 +204,8 @@ def show(state_dir, job_id, as_json):
     for k, v in fields:
         click.echo(f"{k:>12}: {v}")
     for a in job.allocations:
-        click.echo(f"{'Rank ' + str(a['rank']):>12}: {a['node']} gpus={','.join(map(str, a['gpus']))}")
+        gpus = f" gpus={','.join(map(str, a['gpus']))}" if a["gpus"] else ""  # unknown on Slurm
+        click.echo(f"{'Rank ' + str(a['rank']):>12}: {a['node']}{gpus}")
     click.echo("     History:")
     for e in events:
         click.echo(f"    {time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(e['time']))}  {e['kind']}  {e['data']}")

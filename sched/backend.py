@@ -115,6 +115,6 @@ def _record(j: SlurmJob) -> JobRecord:
         start_time=j.start_time, end_time=j.end_time, exit_code=j.exit_code, nodelist=",".join(j.nodes),
         restart_count=j.restart_count, cancel_requested=False,
         array_id=raw.get("array_job_id") or None, array_index=raw.get("array_task_id") if raw.get("array_job_id") else None,
-        allocations=[{"rank": i, "node": n, "gpus": list(range(j.gpus_per_node)), "slices": []}
-                     for i, n in enumerate(j.nodes)],
+        # squeue says which nodes, not which GPU indexes on them: those stay unknown (empty).
+        allocations=[{"rank": i, "node": n, "gpus": [], "slices": []} for i, n in enumerate(j.nodes)],
     )

@@ -8,7 +8,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .daemon import CycleReport, Daemon
+from .daemon import Daemon
 from .executors.local import LocalExecutor
 from .store import JobRecord, JobRequest, Store
 

@@ -19,13 +19,11 @@ from typing import Iterator
 import sqlite_utils
 
 from . import fairshare
-from .config import ClusterConfig, ConfigError, parse_config_text
+from .config import ClusterConfig, parse_config_text
 from .errors import InvalidRequest, NotFound
 from .explain import Explanation, explain
 from .jobspec import JobRequest, build_job, parse_array
 from .model import Job, NodeAlloc, RunningJob, Snapshot
-from .schedule import validate_job
-from .timefmt import parse_duration
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"

@@ -7,9 +7,7 @@ an 8-GPU node is the real <gpu> element repeated with its own minor numbers and 
 from __future__ import annotations
 
 import copy
-import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 

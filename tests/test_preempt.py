@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.model import Job, RunningJob
-from builders import Case, cluster, job, run_case, run_cycle, snapshot, with_settings
+from adsched.model import RunningJob
+from builders import Case, cluster, job, run_case
 
 QUEUES = {
     "release": {"tier": 10, "preempt_lower_tiers": True},

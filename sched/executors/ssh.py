@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..errors import AdschedError, NodeFailure
+from ..errors import NodeFailure
 from ..store import JobRecord
 from . import RankEnd, job_dir, rank_env
 
