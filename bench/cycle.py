@@ -22,11 +22,11 @@ from pathlib import Path
 
 from dataclasses import replace
 
-from adsched.capacity import Capacity
-from adsched.config import load_config
-from adsched.model import Job, RunningJob, Snapshot
-from adsched.place import NoFit, find_placement
-from adsched.schedule import schedule
+from adsched.core.capacity import Capacity
+from adsched.configfile import load_config
+from adsched.core.model import Job, RunningJob, Snapshot
+from adsched.core.place import NoFit, find_placement
+from adsched.core.schedule import schedule
 
 CLUSTER = Path(__file__).resolve().parent.parent / "sched" / "examples" / "cluster1024.toml"
 SHAPES = [  # (nodes, gpus per node, max leaves, weight)

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import adsched.sim.engine as engine  # noqa: E402
-from adsched.config import load_config  # noqa: E402
-from adsched.model import Decisions, RunningJob, Snapshot  # noqa: E402
-from adsched.schedule import schedule  # noqa: E402
+from adsched.configfile import load_config  # noqa: E402
+from adsched.core.model import Decisions, RunningJob, Snapshot  # noqa: E402
+from adsched.core.schedule import schedule  # noqa: E402
 
 
 def canonical(d: Decisions) -> str:

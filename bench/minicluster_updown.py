@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adsched.minicluster import MiniCluster
+from adsched.testbed.minicluster import MiniCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 

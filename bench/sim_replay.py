@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from adsched.config import load_config
+from adsched.configfile import load_config
 from adsched.sim import metrics
 from adsched.sim.engine import POLICIES, simulate
 from adsched.sim.traces import load_trace, to_workload

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
-from adsched.config import ConfigError, load_config
-from adsched.daemon import CycleReport, Daemon
-from adsched.demo import run_demo
+from adsched.core.config import ConfigError
+
+from adsched.configfile import load_config
+from adsched.standalone.daemon import CycleReport, Daemon
+from adsched.standalone.demo import run_demo
 from adsched.errors import InvalidRequest
-from adsched.hostlist import compress
-from adsched.executors.local import LocalExecutor
-from adsched.store import Store
+from adsched.core.hostlist import compress
+from adsched.standalone.executors.local import LocalExecutor
+from adsched.standalone.store import Store
 
 from .hook import hook
 from .minicluster import minicluster
@@ -72,7 +74,7 @@ def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, s
     """
     store = Store(state_dir)
     if store.config.executor == "ssh":
-        from adsched.executors.ssh import SSHExecutor, SSHSettings
+        from adsched.standalone.executors.ssh import SSHExecutor, SSHSettings
 
         executor = SSHExecutor(state_dir, {n.name: n.address for n in store.config.nodes},
                                SSHSettings(user=ssh_user, port=ssh_port, key_file=ssh_key, python=remote_python,

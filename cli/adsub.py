@@ -10,12 +10,12 @@ from pathlib import Path
 
 import click
 
-from adsched.config import tomllib
+from adsched.core.config import tomllib
 from adsched.errors import InvalidRequest
-from adsched.hostlist import compress
+from adsched.core.hostlist import compress
 from adsched.backend import open_backend
-from adsched.store import JobRecord, JobRequest, Store
-from adsched.timefmt import format_duration
+from adsched.standalone.store import JobRecord, JobRequest, Store
+from adsched.core.timefmt import format_duration
 
 from .common import json_option, library_errors, print_json, print_table, state_option
 

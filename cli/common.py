@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from adsched.config import ConfigError
+from adsched.core.config import ConfigError
 from adsched.errors import AdschedError
 
 

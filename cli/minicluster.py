@@ -1,6 +1,6 @@
 """`adsched minicluster up|down|status|exec`: a real Slurm 22.05 cluster in Docker containers.
 
-Thin: one adsched.minicluster call per command; its errors become one clear line (exit 1), never a traceback.
+Thin: one adsched.testbed.minicluster call per command; its errors become one clear line (exit 1), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from adsched.minicluster import MiniCluster, MiniClusterError, default_state_dir, render_for_compose
+from adsched.testbed.minicluster import MiniCluster, MiniClusterError, default_state_dir, render_for_compose
 
 state_dir_option = click.option(
     "--state-dir", type=click.Path(file_okay=False), default=None,

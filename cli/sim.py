@@ -17,7 +17,9 @@ from pathlib import Path
 
 import click
 
-from adsched.config import ClusterConfig, ConfigError, load_config
+from adsched.core.config import ClusterConfig, ConfigError
+
+from adsched.configfile import load_config
 from adsched.sim import metrics
 from adsched.sim.engine import POLICIES, simulate
 from adsched.sim.traces import DEFAULT_QOS_QUEUES, SwfMapping, TraceError, Workload, load_trace, openb_cluster, to_workload

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from adsched.config import load_config
+from adsched.configfile import load_config
 from adsched.errors import InvalidRequest
 from adsched.slurm.render import EXECUTABLE, PluginSettings, import_topology, render_site
 

@@ -7,7 +7,7 @@
 # Env: MIRROR (default: the first URIs of /etc/apt/sources.list.d/debian.sources, else deb.debian.org),
 #      SUITE (default bookworm), DOCKER_HOST (the engine to import into),
 #      DEB_CACHE_DIR (optional: keep the downloaded .debs there for the next build).
-# The Python driver (adsched.minicluster) keys its image cache on a hash of this file, so the package
+# The Python driver (adsched.testbed.minicluster) keys its image cache on a hash of this file, so the package
 # list below is part of the key: edit it here and the next run rebuilds.
 set -euo pipefail
 

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from adsched.config import ClusterConfig, load_config, tomllib
+from adsched.core.config import ClusterConfig, tomllib
+
+from adsched.configfile import load_config
 from adsched.errors import AdschedError, InvalidRequest
-from adsched.hostlist import HostlistError, expand
-from adsched.store import Store
+from adsched.core.hostlist import HostlistError, expand
+from adsched.standalone.store import Store
 
 from .gpu_health import HealthInputError, check_xml
 

@@ -14,8 +14,8 @@ from typing import Protocol
 
 from .errors import InvalidRequest, NotFound
 from .jobspec import JobRequest, build_job
-from .slurm.client import Runner, SlurmClient, SlurmJob, SubmitSpec, local_runner
-from .store import JobRecord, Store
+from adsched.slurm.client import Runner, SlurmClient, SlurmJob, SubmitSpec, local_runner
+from adsched.standalone.store import JobRecord, Store
 
 
 class Backend(Protocol):

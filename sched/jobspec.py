@@ -9,11 +9,11 @@ import signal as signals
 
 from dataclasses import dataclass, field
 
-from .config import ClusterConfig
+from adsched.core.config import ClusterConfig
 from .errors import InvalidRequest
-from .model import Job
-from .schedule import validate_job
-from .timefmt import parse_duration
+from adsched.core.model import Job
+from adsched.core.schedule import validate_job
+from adsched.core.timefmt import parse_duration
 
 MAX_ARRAY_TASKS = 10_000  # like Slurm's MaxArraySize, a guard against a typo of 0-9999999
 

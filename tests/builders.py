@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from adsched.config import ClusterConfig, parse_config
-from adsched.model import Job, NodeAlloc, RunningJob, Snapshot
+from adsched.core.config import ClusterConfig, parse_config
+from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
 
 QUEUES = {
     "release": {"tier": 10, "preemptible": False, "max_time": "2-00:00:00"},
@@ -136,8 +136,8 @@ def with_settings(config: ClusterConfig, **settings) -> ClusterConfig:
 
 def run_cycle(config: ClusterConfig, snap: Snapshot, now: float):
     """One cycle with the invariants checked, as every test should run it."""
-    from adsched.invariants import check
-    from adsched.schedule import schedule
+    from adsched.core.invariants import check
+    from adsched.core.schedule import schedule
 
     decisions = schedule(snap, config, now)
     check(snap, decisions, config, now=now)

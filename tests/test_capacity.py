@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from adsched.capacity import Capacity, WhatIf, _counters
-from adsched.place import NoFit, find_placement, place_what_if
+from adsched.core.capacity import Capacity, WhatIf, _counters
+from adsched.core.place import NoFit, find_placement, place_what_if
 from builders import cluster
 from test_properties import MIG, QUEUES, random_snapshot
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from adsched.cli import adsched as adsched_cli
 from adsched.cli import adsub as adsub_cli
-from adsched.store import Store
+from adsched.standalone.store import Store
 
 from test_config import EXAMPLES
 

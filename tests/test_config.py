@@ -2,9 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from adsched.config import ConfigError, load_config, parse_config_text
-from adsched.hostlist import HostlistError, compress, expand
-from adsched.timefmt import format_duration, parse_duration
+from adsched.core.config import ConfigError, parse_config_text
+
+from adsched.configfile import load_config
+from adsched.core.hostlist import HostlistError, compress, expand
+from adsched.core.timefmt import format_duration, parse_duration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "sched" / "examples"
 

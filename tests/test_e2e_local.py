@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from adsched.daemon import Daemon
-from adsched.executors.local import LocalExecutor
-from adsched.store import JobRequest, Store
+from adsched.standalone.daemon import Daemon
+from adsched.standalone.executors.local import LocalExecutor
+from adsched.standalone.store import JobRequest, Store
 
 from helpers import py, wait_for
 

@@ -6,9 +6,9 @@ import signal
 import sys
 import time
 
-from adsched.daemon import Daemon
-from adsched.executors.local import LocalExecutor
-from adsched.store import JobRequest, Store
+from adsched.standalone.daemon import Daemon
+from adsched.standalone.executors.local import LocalExecutor
+from adsched.standalone.store import JobRequest, Store
 
 from helpers import py, wait_for
 

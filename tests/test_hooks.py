@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adsched.store import Store
+from adsched.standalone.store import Store
 
 from test_gpu_health import eight_gpu_node, set_text
 

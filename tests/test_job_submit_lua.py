@@ -9,7 +9,7 @@ import pytest
 
 import lupa  # a test dependency: pip install .[test] (.ci/run does)
 
-from adsched.config import load_config
+from adsched.configfile import load_config
 from adsched.slurm.luarules import render_lua_rules
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.explain import explain
-from adsched.schedule import schedule
+from adsched.core.explain import explain
+from adsched.core.schedule import schedule
 from builders import cluster, job, snapshot, with_settings
 
 CLUSTER = cluster(leaves=4, nodes_per_leaf=4, gpus=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.model import RunningJob
+from adsched.core.model import RunningJob
 from builders import QUEUES, Case, cluster, job, run_case, run_cycle, snapshot
 
 CLUSTER = cluster(leaves=4, nodes_per_leaf=4, gpus=8)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.config import ConfigError, parse_config
-from adsched.schedule import validate_job
+from adsched.core.config import ConfigError, parse_config
+from adsched.core.schedule import validate_job
 from builders import QUEUES, Case, cluster, job, run_case
 
 MIG = {"names": "m[1-2]", "gpus": 4, "mig_gpus": 2, "mig_profile": {"1g.10gb": 7}}
@@ -117,7 +117,7 @@ def test_existing_configs_keep_their_old_behaviour():
 def test_demo_mig_example_places_slices_on_its_mig_nodes():
     from pathlib import Path
 
-    from adsched.config import load_config
+    from adsched.configfile import load_config
     from builders import run_cycle, snapshot
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "sched" / "examples" / "demo_mig.toml")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.fairshare import accrue, decay, factor
-from adsched.model import RunningJob
+from adsched.core.fairshare import accrue, decay, factor
+from adsched.core.model import RunningJob
 from builders import Case, cluster, job, run_case, run_cycle, snapshot, with_settings
 
 QUOTAS = {

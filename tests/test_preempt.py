@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.model import RunningJob
+from adsched.core.model import RunningJob
 from builders import Case, cluster, job, run_case
 
 QUEUES = {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adsched.config import ConfigError, parse_config_text
-from adsched.explain import explain
-from adsched.model import Preemption
-from adsched.schedule import schedule
+from adsched.core.config import ConfigError, parse_config_text
+from adsched.core.explain import explain
+from adsched.core.model import Preemption
+from adsched.core.schedule import schedule
 from builders import cluster, job, run_cycle, snapshot, with_settings
 from test_preempt import CLUSTER, LEAF, NOW, gang, prod, release
 

@@ -8,11 +8,11 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adsched.capacity import Capacity
-from adsched.invariants import check
-from adsched.model import Job, RunningJob, Snapshot
-from adsched.place import NoFit, find_mig, find_placement
-from adsched.schedule import schedule
+from adsched.core.capacity import Capacity
+from adsched.core.invariants import check
+from adsched.core.model import Job, RunningJob, Snapshot
+from adsched.core.place import NoFit, find_mig, find_placement
+from adsched.core.schedule import schedule
 from builders import cluster, with_settings
 
 QUEUES = {
@@ -233,8 +233,8 @@ def test_preemptions_applied_over_many_cycles_keep_the_invariants(cfg, seed):
 @given(cfg=clusters(), seed=st.integers(0, 10**6), now=st.sampled_from([0.0, 500.0, 10**7]))
 def test_order_is_the_documented_key_tuple(cfg, seed, now):
     """order_pending (stable sorts on number lists) equals one sort on the key tuples."""
-    from adsched.fairshare import factors, gpu_equiv
-    from adsched.order import order_pending
+    from adsched.core.fairshare import factors, gpu_equiv
+    from adsched.core.order import order_pending
 
     snap = random_snapshot(cfg, seed, 0, 60, 1000.0)
     s = cfg.scheduler
@@ -257,7 +257,7 @@ def test_order_is_the_documented_key_tuple(cfg, seed, now):
 @FAST
 @given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(0, 30))
 def test_fits_agrees_with_find_placement(cfg, seed, n_running):
-    from adsched.place import fits
+    from adsched.core.place import fits
 
     snap = random_snapshot(cfg, seed, n_running, 0, 0.0)
     cap = Capacity(cfg, snap)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adsched.invariants import check
-from adsched.schedule import schedule
+from adsched.core.invariants import check
+from adsched.core.schedule import schedule
 from builders import cluster, job, snapshot
 
 CLUSTER = cluster(leaves=4, nodes_per_leaf=4, gpus=8)

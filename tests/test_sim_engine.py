@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from builders import cluster
 
-from adsched.config import load_config
-from adsched.model import Job, Preemption
+from adsched.configfile import load_config
+from adsched.core.model import Job, Preemption
 from adsched.sim import engine, metrics
 from adsched.sim.engine import POLICIES, policy_config, simulate
 from adsched.sim.traces import SimJob, load_trace, to_workload

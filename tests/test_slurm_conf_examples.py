@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from adsched.cli.adsched import main
-from adsched.config import load_config, parse_config_text
+from adsched.core.config import parse_config_text
+from adsched.configfile import load_config
 from adsched.slurm.render import import_topology
 
 ROOT = Path(__file__).resolve().parent.parent

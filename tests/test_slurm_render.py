@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from adsched.config import load_config, parse_config_text
-from adsched.hostlist import expand
+from adsched.core.config import parse_config_text
+
+from adsched.configfile import load_config
+from adsched.core.hostlist import expand
 from adsched.slurm.render import render_all, render_gres_conf, render_slurm_conf, render_topology_conf
 
 MINI8 = Path(__file__).resolve().parent / "clusters" / "mini8.toml"

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from adsched.daemon import Daemon
-from adsched.executors.ssh import SSHExecutor, SSHSettings
-from adsched.store import JobRequest, Store
+from adsched.standalone.daemon import Daemon
+from adsched.standalone.executors.ssh import SSHExecutor, SSHSettings
+from adsched.standalone.store import JobRequest, Store
 
 from helpers import py
 from test_e2e_local import SMALL

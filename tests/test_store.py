@@ -5,8 +5,8 @@ import time
 import pytest
 
 from adsched.errors import InvalidRequest, NotFound
-from adsched.model import Decisions, NodeAlloc, Start
-from adsched.store import PENDING, RUNNING, JobRequest, Store
+from adsched.core.model import Decisions, NodeAlloc, Start
+from adsched.standalone.store import PENDING, RUNNING, JobRequest, Store
 
 from test_config import EXAMPLES
 

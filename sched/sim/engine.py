@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from ..config import ClusterConfig
-from ..invariants import check
-from ..model import RunningJob, Snapshot
-from ..schedule import schedule
+from adsched.core.config import ClusterConfig
+from adsched.core.invariants import check
+from adsched.core.model import RunningJob, Snapshot
+from adsched.core.schedule import schedule
 from .traces import SimJob, Workload
 
 # name -> (backfill, topology_aware): each step of the ladder adds one feature of the core.

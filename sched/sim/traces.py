@@ -51,10 +51,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..config import ClusterConfig, parse_config
-from ..hostlist import compress
-from ..model import Job
-from ..schedule import validate_job
+from adsched.core.config import ClusterConfig, parse_config
+from adsched.core.hostlist import compress
+from adsched.core.model import Job
+from adsched.core.schedule import validate_job
 
 
 class TraceError(ValueError):

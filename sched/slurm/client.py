@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import AdschedError, InvalidRequest
-from ..hostlist import HostlistError, expand
+from adsched.errors import AdschedError, InvalidRequest
+from adsched.core.hostlist import HostlistError, expand
 
 # (argv, stdin text or None, timeout) -> (exit code, stdout, stderr)
 Runner = Callable[[list[str], "str | None", float], tuple[int, str, str]]

@@ -7,7 +7,7 @@ Slurm's job_desc.time_limit.
 
 from __future__ import annotations
 
-from ..config import ClusterConfig
+from adsched.core.config import ClusterConfig
 
 
 def _lua(value) -> str:

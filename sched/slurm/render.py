@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
-from ..config import ClusterConfig, NodeSpec
-from ..hostlist import compress
-from ..timefmt import format_duration
+from adsched.core.config import ClusterConfig, NodeSpec
+from adsched.core.hostlist import compress
+from adsched.core.timefmt import format_duration
 from .luarules import render_lua_rules
 
 __all__ = ["render_slurm_conf", "render_topology_conf", "render_gres_conf", "render_all", "slurm_cluster_name",
@@ -249,7 +249,7 @@ def import_topology(text: str) -> str:
 
     Host lists are kept as Slurm wrote them; `adsched config check` validates the result with the nodes.
     """
-    from ..hostlist import HostlistError, expand
+    from adsched.core.hostlist import HostlistError, expand
 
     tables = []
     for number, raw in enumerate(text.splitlines(), 1):

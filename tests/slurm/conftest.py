@@ -5,7 +5,7 @@
         r = minicluster.exec("srun -N2 hostname", timeout=30)   # runs in the controller container
         assert r.rc == 0, r.stderr
 
-`minicluster` is an adsched.minicluster.MiniCluster: .nodes, .leaf_of(node), .exec(cmd, timeout=, user=),
+`minicluster` is an adsched.testbed.minicluster.MiniCluster: .nodes, .leaf_of(node), .exec(cmd, timeout=, user=),
 .jobs_dir (host side of /jobs, shared by every container and the default working dir), .logs(), .config.
 No skipping: when the engine or the image cannot be had the fixture fails, loudly. Its teardown checks
 that nothing labelled is left behind and that the host's forwarding/firewall settings did not change.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from adsched.minicluster import MiniCluster, host_network_state
+from adsched.testbed.minicluster import MiniCluster, host_network_state
 
 from test_gpu_health import eight_gpu_node
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from adsched.minicluster import MiniCluster, MiniClusterError
+from adsched.testbed.minicluster import MiniCluster, MiniClusterError
 
 pytestmark = pytest.mark.slurm
 

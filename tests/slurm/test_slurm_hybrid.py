@@ -11,7 +11,7 @@ import time
 import pytest
 
 from adsched.slurm.client import SlurmClient
-from adsched.store import Store
+from adsched.standalone.store import Store
 
 from helpers import wait_for
 from test_gpu_health import eight_gpu_node, set_text

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from ..store import JobRecord
+from adsched.standalone.store import JobRecord
 from . import RankEnd, checkpoint_file, job_dir, rank_env
 
 
@@ -34,7 +34,7 @@ class LocalExecutor:
             env.update(rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir))
             with open(base + ".out", "ab") as out, open(base + ".err", "ab") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "adsched.executors.rankwrap", base + ".rc", "--", *job.command],
+                    [sys.executable, "-m", "adsched.standalone.executors.rankwrap", base + ".rc", "--", *job.command],
                     cwd=job.workdir if os.path.isdir(job.workdir) else None,
                     env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
                 )

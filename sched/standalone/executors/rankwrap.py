@@ -1,6 +1,6 @@
 """Run one rank and record its exit code in a file, so any later daemon can read it.
 
-    python -m adsched.executors.rankwrap RC_FILE -- CMD...
+    python -m adsched.standalone.executors.rankwrap RC_FILE -- CMD...
 
 It writes RC_FILE.started once the command runs (the gang start timeout looks for it).
 The wrapper outlives a daemon restart (it is in its own session) and keeps the exit code

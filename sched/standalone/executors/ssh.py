@@ -1,7 +1,7 @@
 """Run ranks on the nodes over SSH (paramiko), one session per rank, no agent on the nodes.
 
 Each node needs Python with adsched installed (as Slurm needs slurmd there). A rank runs
-as `setsid python -m adsched.executors.rankwrap` so it is a process group of its own and
+as `setsid python -m adsched.standalone.executors.rankwrap` so it is a process group of its own and
 keeps its exit code in STATE/jobs/ID/rank-R.rc on that node; the daemon reads it back over
 SSH, so neither a dropped connection nor a daemon restart loses a result. Job output
 stays on the node (or on the shared file system the state dir lives on).
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from ..errors import NodeFailure
-from ..store import JobRecord
+from adsched.errors import NodeFailure
+from adsched.standalone.store import JobRecord
 from . import RankEnd, job_dir, rank_env
 
 
@@ -87,7 +87,7 @@ class SSHExecutor:
                 f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} {shlex.quote(base + '.rc.started')} && "
                 f"cd {shlex.quote(job.workdir)} 2>/dev/null || cd /; "
                 f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
-                f"setsid {shlex.quote(self.settings.python)} -m adsched.executors.rankwrap "
+                f"setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap "
                 f"{shlex.quote(base + '.rc')} -- {cmd} "
                 f">>{shlex.quote(base + '.out')} 2>>{shlex.quote(base + '.err')} </dev/null & echo $!"
             )

@@ -39,12 +39,15 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ClusterConfig, ConfigError, load_config
-from .slurm.render import EXECUTABLE, PluginSettings, render_all, render_plugin_files
-from .store import Store
+from adsched.core.config import ClusterConfig, ConfigError
+
+from adsched.configfile import load_config
+from adsched.slurm.render import EXECUTABLE, PluginSettings, render_all, render_plugin_files
+from adsched.standalone.store import Store
 
 LABEL = "adsched.minicluster"  # value: the instance name
 OWNER_LABEL = "adsched.minicluster.owner-pid"  # pid whose exit makes the objects leftovers; "0": persistent
@@ -53,7 +56,8 @@ JOBS_DIR = "/jobs"
 NODE_DIR = "/etc/adsched-node"  # per node, read-only: the node's nvidia-smi.xml for the prolog
 BASE_REPO = "adsched-slurm-base"
 IMAGE_REPO = "adsched-minicluster"
-_DOCKER_DIR = Path(__file__).resolve().parent.parent / "docker"
+# docker/ ships as package data (sched/testbed/image links to it), so an installed adsched finds it too.
+_DOCKER_DIR = Path(str(resources.files("adsched.testbed") / "image"))
 
 
 class MiniClusterError(RuntimeError):
@@ -270,7 +274,7 @@ def _sha(*parts: bytes) -> str:
 
 
 def _project_root() -> Path:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     if not (root / "pyproject.toml").exists():
         raise MiniClusterError(f"the mini-cluster image is built from the source tree; no pyproject.toml in {root}")
     return root

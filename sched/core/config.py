@@ -1,6 +1,6 @@
 """The cluster TOML: nodes, the switch tree, queues and scheduler settings.
 
-`load_config(path)` parses and validates; every problem is reported at once, each with
+`parse_config_text(text)` parses and validates (adsched.configfile.load_config reads the file); every problem is reported at once, each with
 its key path (`queues.explore.quota_gpus: must be >= 0`), as a ConfigError.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -208,15 +207,6 @@ def _unknown(errs: _Errors, path: str, table: dict, allowed: set[str]) -> None:
     for key in table:
         if key not in allowed:
             errs.add(f"{path}.{key}" if path else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
-
-
-def load_config(path: str | Path) -> ClusterConfig:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError([f"cannot read: {e.strerror}"], str(path)) from None
-    return parse_config_text(text, str(path))
 
 
 def parse_config_text(text: str, source: str = "config") -> ClusterConfig:

@@ -18,12 +18,12 @@ from typing import Iterator
 
 import sqlite_utils
 
-from . import fairshare
-from .config import ClusterConfig, parse_config_text
-from .errors import InvalidRequest, NotFound
-from .explain import Explanation, explain
-from .jobspec import JobRequest, build_job, parse_array
-from .model import Job, NodeAlloc, RunningJob, Snapshot
+from adsched.core import fairshare
+from adsched.core.config import ClusterConfig, parse_config_text
+from adsched.errors import InvalidRequest, NotFound
+from adsched.core.explain import Explanation, explain
+from adsched.jobspec import JobRequest, build_job, parse_array
+from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"

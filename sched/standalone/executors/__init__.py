@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..store import JobRecord
+from adsched.standalone.store import JobRecord
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from .daemon import Daemon
-from .executors.local import LocalExecutor
+from adsched.standalone.executors.local import LocalExecutor
 from .store import JobRecord, JobRequest, Store
 
 # More than the 16 nodes hold at once: an 8-node gang waits for two leaves to free.

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import AdschedError, NodeFailure
-from .jobspec import SIGNALS, parse_signal
+from adsched.errors import AdschedError, NodeFailure
+from adsched.jobspec import SIGNALS, parse_signal
 from .executors import Executor, RankEnd
-from .schedule import schedule
+from adsched.core.schedule import schedule
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, JobRecord, Store
 
 
