@@ -170,3 +170,19 @@ def test_replay_is_deterministic():
             for key in ("wall_seconds", "schedule_seconds", "check_seconds"):
                 m.pop(key)
         assert a == b
+
+
+def test_a_borrowing_start_is_reclaimed_in_the_simulator_as_in_the_daemon():
+    # Queue "b" borrows queue "a"'s idle node; when an "a" job comes, the core reclaims the
+    # borrowed GPUs. The simulator must keep Start.borrowing on the running job, or no reclaim
+    # ever happens in `adsched sim` while the daemon (which stores it) reclaims.
+    queues = {"a": {"quota_gpus": 8, "grace_period": "0:05"},
+              "b": {"quota_gpus": 8, "borrow_limit_gpus": 8, "grace_period": "0:05"}}
+    cfg = cluster(leaves=1, nodes_per_leaf=2, queues=queues, scheduler={"default_queue": "a"})
+    borrower = SimJob(Job(id=1, queue="b", num_nodes=2, gpus_per_node=8, time_limit=1000, submit_time=0.0),
+                      1000.0, None)
+    owner = SimJob(Job(id=2, queue="a", num_nodes=1, gpus_per_node=8, time_limit=100, submit_time=10.0),
+                   100.0, None)
+    res = simulate([borrower, owner], cfg, check_invariants=True)
+    want_preemptions, want_owner_start = 1, 15.0  # reclaimed at t=10, the borrower killed after its grace
+    assert (res.preemptions, res.start[1]) == (want_preemptions, want_owner_start)

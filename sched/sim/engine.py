@@ -12,6 +12,8 @@ Decisions beyond starts are honoured as the daemon honours them:
                its GPUs for its queue's grace_period (Snapshot.preempting tells the next cycles),
                then stops and is requeued whole; it reruns in full (the trace has no checkpoints).
                A victim whose own end comes first just ends. Each stop is counted.
+  starts       a Start marked `borrowing` runs as a borrowing RunningJob, so a later cycle may
+               reclaim it (as the store keeps `borrowing` for the daemon).
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
         c1 = clock()
         t_sched += c1 - c0
         if check_invariants:
-            check(snap, decisions, config)
+            check(snap, decisions, config, now=now)
             t_check += clock() - c1
         res.cycles += 1
         # 3. apply: cancels, preemptions (signal now, stop after the grace period), starts
@@ -166,7 +168,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
         for start in decisions.starts:
             job = pending.pop(start.job_id)
             k = index[start.job_id]
-            running[job.id] = RunningJob(job, now, start.placement)
+            running[job.id] = RunningJob(job, now, start.placement, borrowing=start.borrowing)
             busy += job.total_gpus
             res.start[k] = now
             if job.num_nodes > 1:
