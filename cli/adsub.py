@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import shlex
 import time
@@ -14,6 +13,7 @@ from adsched.core.config import tomllib
 from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
 from adsched.backend import open_backend
+from adsched.standalone.auth import current_identity
 from adsched.standalone.store import JobRecord, JobRequest, Store
 from adsched.core.timefmt import format_duration
 
@@ -24,10 +24,8 @@ JOB_FILE_KEYS = {"command", "nodes", "gpus_per_node", "gpus", "queue", "time", "
 
 
 def _user() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except Exception:  # no passwd entry (containers)
-        return str(os.getuid())
+    """The caller's real uid's name: $USER and $LOGNAME are not identity (anyone can set them)."""
+    return current_identity().name
 
 
 def load_job_file(path: str) -> dict:
@@ -270,7 +268,7 @@ def cancel(state_dir, job_ids, as_json):
     backend = open_backend(state_dir)
     results = {}
     for job_id in job_ids:
-        results[job_id] = backend.cancel(job_id, time.time())
+        results[job_id] = backend.cancel(job_id, time.time(), by=current_identity())
     if as_json:
         print_json(results)
     else:

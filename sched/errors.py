@@ -17,6 +17,12 @@ class NotFound(AdschedError):
     exit_code = 1
 
 
+class PermissionDenied(AdschedError):
+    """The caller may not do this (not the job's owner, not an admin); recorded as an event."""
+
+    exit_code = 1
+
+
 class NodeFailure(AdschedError):
     """An executor could not reach or use a node: the daemon drains it and requeues the job."""
 

@@ -109,6 +109,7 @@ class ClusterConfig:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     executor: str = "local"
     backend: str = "standalone"  # "slurm": adsub talks to Slurm, which runs the jobs
+    admins: tuple[str, ...] = ()  # users who may cancel/hold/modify any job (root always may)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -223,11 +224,17 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
     cluster = data.get("cluster", {})
     name = cluster.get("name", "cluster") if isinstance(cluster, dict) else "cluster"
     backend = "standalone"
+    admins: tuple[str, ...] = ()
     if isinstance(cluster, dict):
-        _unknown(errs, "cluster", cluster, {"name", "backend"})
+        _unknown(errs, "cluster", cluster, {"name", "backend", "admins"})
         backend = cluster.get("backend", "standalone")
         if backend not in ("standalone", "slurm"):
             errs.add("cluster.backend", f"must be 'standalone' or 'slurm', got {backend!r}")
+        raw_admins = cluster.get("admins", [])
+        if not isinstance(raw_admins, list) or not all(isinstance(a, str) and a for a in raw_admins):
+            errs.add("cluster.admins", f"must be a list of user names, got {raw_admins!r}")
+        else:
+            admins = tuple(raw_admins)
 
     nodes = _parse_nodes(errs, data.get("nodes"))
     leaves, parents = _parse_switches(errs, data.get("switches", {}), [n["name"] for n in nodes])
@@ -268,6 +275,7 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
         scheduler=sched,
         executor=executor,
         backend=backend,
+        admins=admins,
         raw=data,
     )
 

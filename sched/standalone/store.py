@@ -24,6 +24,7 @@ from adsched.errors import InvalidRequest, NotFound
 from adsched.core.explain import Explanation, explain
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
+from .auth import authorize
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"
@@ -273,8 +274,12 @@ class Store:
                 out.append(dep)
         return out
 
-    def cancel(self, job_id: int, now: float) -> str:
-        """Cancel a job: a pending one at once, a running one by asking the daemon to stop its ranks."""
+    def cancel(self, job_id: int, now: float, by=None) -> str:
+        """Cancel a job: a pending one at once, a running one by asking the daemon to stop its ranks.
+
+        `by` (an auth.Identity) must own the job or be an admin; None: a trusted in-process caller.
+        """
+        authorize(self, by, job_id, "cancel", now)
         with self.transaction():
             row = self.conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
