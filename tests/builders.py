@@ -93,6 +93,11 @@ class JobBuilder:
         self._job = replace(self._job, after_any=ids)
         return self
 
+    def held_until(self, t: float, cause: str = "") -> "JobBuilder":
+        """Requeued by the start backoff: not eligible before `t` (Job.begin_time)."""
+        self._job = replace(self._job, begin_time=t, begin_cause=cause)
+        return self
+
     def mig(self, profile: str, count: int) -> "JobBuilder":
         self._job = replace(self._job, mig=(profile, count), num_nodes=1, gpus_per_node=0)
         return self

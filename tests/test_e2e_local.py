@@ -173,7 +173,8 @@ def test_fair_share_usage_survives_a_daemon_restart(store):
     Daemon(store, LocalExecutor(store.state_dir)).run(until_idle=True, max_seconds=30)
     assert store.job(job_id).state == "COMPLETED"
     reopened = Store(store.state_dir)  # a new process would see the same
-    users, queues = reopened._usage((), None)
+    snap = reopened.snapshot(time.time())  # nothing runs: the saved usage, decayed by a few seconds
+    users, queues = snap.user_usage, snap.queue_usage
     gpu_hours = users[store.job(job_id).user]
     assert 16 * 1.0 / 3600 < gpu_hours < 16 * 5.0 / 3600  # 16 GPUs for ~1-2 s
     assert queues["work"] == pytest.approx(gpu_hours)

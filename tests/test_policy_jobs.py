@@ -12,6 +12,24 @@ PER_USER = cluster(queues={**QUEUES, "shared": {"max_running_per_user": 2}})
 
 CASES = [
     Case(
+        "a job held by the start backoff waits with reason BeginTime naming the cause; later jobs go",
+        pending=[job(1).nodes(16).held_until(160.0, "ranks [3] not running; retry after 60 s"), job(2).nodes(16)],
+        want_starts={2: None},
+        want_pending={1: "BeginTime: ranks [3] not running; retry after 60 s"},
+    ),
+    Case(
+        "a job held even in strict FIFO says BeginTime, and blocks nobody",
+        pending=[job(1).held_until(101.0), job(2)],
+        config=cluster(scheduler={"backfill": False}),
+        want_starts={2: None},
+        want_pending={1: "BeginTime: not eligible before its begin time"},
+    ),
+    Case(
+        "a job whose begin time has come starts",
+        pending=[job(1).nodes(16).held_until(100.0, "retry after 60 s")],
+        want_starts={1: None},
+    ),
+    Case(
         "afterok on a job that has not finished: waits with reason Dependency",
         pending=[job(2).after_ok(12)],
         want_pending={2: "Dependency: waiting for job 12"},

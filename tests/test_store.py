@@ -55,7 +55,7 @@ def test_cycle_transitions_and_cancel(store):
     assert [j.id for j in started] == [a]
     assert store.job(a).state == RUNNING and store.job(a).nodelist == "node01,node02"
     assert store.job(b).reason == "Resources: x"
-    snap = store.snapshot()
+    snap = store.snapshot(3.0)
     assert [j.id for j in snap.pending] == [b] and snap.running[0].placement[1].node == "node02"
     assert store.cancel(b, 4.0) == "CANCELLED"
     assert store.cancel(a, 4.0) == "CANCELLING" and store.job(a).cancel_requested
@@ -69,7 +69,7 @@ def test_cycle_transitions_and_cancel(store):
 
 def test_drained_node_leaves_the_snapshot(store):
     store.set_node_state("node03", "drain", "bad GPU", 1.0)
-    assert store.snapshot().unavailable == {"node03"}
+    assert store.snapshot(1.0).unavailable == {"node03"}
     with pytest.raises(NotFound):
         store.set_node_state("node99", "drain", "", 1.0)
 

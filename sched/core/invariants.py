@@ -7,7 +7,7 @@
   - quotas hold: replaying the starts in order, a start not marked borrowing keeps its queue
     within quota_gpus, and any start keeps it within quota + borrow_limit_gpus;
   - array throttles and per-user running limits hold; a started job's dependencies are met;
-  - with `now`: reservations are sound (the GPUs they hold are free by their start, and two
+  - with `now`: no job starts before its begin time (the start backoff); reservations are sound (the GPUs they hold are free by their start, and two
     reservations never hold a GPU at the same time) and no start delays a reservation; a
     job being preempted (this cycle or signalled earlier) counts as ending at `now`;
   - with `now`, preemptions: a victim is a running job (so the whole gang goes), chosen once,
@@ -38,6 +38,10 @@ def check(snapshot: Snapshot, decisions: Decisions, config: ClusterConfig, now: 
     _placements(snapshot, decisions, config, jobs)
     _limits(snapshot, decisions, config, jobs)
     if now is not None:
+        for start in decisions.starts:
+            held = jobs[start.job_id].begin_time
+            if held is not None and held > now:
+                raise InvariantError(f"job {start.job_id} started before its begin time t={held:g}")
         _reservations(snapshot, decisions, jobs, now)
         _preemptions(snapshot, decisions, config, jobs, now)
     elif decisions.preemptions:

@@ -54,6 +54,11 @@ class Job:
     after_any: tuple[int, ...] = ()
     # MIG: (profile, slices), e.g. ("1g.10gb", 2); such a job has num_nodes=1, gpus_per_node=0.
     mig: tuple[str, int] | None = None
+    # Not eligible before `begin_time` (Slurm's BeginTime): set by a shell when it requeues a
+    # gang whose ranks did not all start (the start backoff); `begin_cause` is that requeue's
+    # reason. The core holds the job until then with a BeginTime pending reason naming it.
+    begin_time: float | None = None
+    begin_cause: str = ""
 
     @property
     def total_gpus(self) -> int:
@@ -78,7 +83,15 @@ class RunningJob:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the core sees in one cycle. Node names not in `unavailable` are up and schedulable."""
+    """What the core sees in one cycle. Node names not in `unavailable` are up and schedulable.
+
+    The contract every shell follows (store, simulator, Slurm controller): a snapshot for
+    `now` is built by reading only, never writing; it holds every pending job, held ones too
+    (with Job.begin_time: the core decides they wait), every running job with its placement,
+    `borrowing` and last checkpoint, fair-share usage accrued up to `now`, and the preemptions
+    still in course. Anything the shell would filter out is a decision, and decisions are the
+    core's. The shell then applies the Decisions as they are.
+    """
 
     pending: tuple[Job, ...]
     running: tuple[RunningJob, ...] = ()

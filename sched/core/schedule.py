@@ -6,7 +6,8 @@ config always give the same decisions. The phases:
   1. Build this cycle's Capacity from the snapshot (never the live state), the Timeline
      of running jobs' ends (reserve.py) and the running counts (quota.py).
   2. Order pending jobs (order.py): tier, priority score, submit time, id.
-  3. Gate each job in that order, before any capacity is looked at: a request that can
+  3. Gate each job in that order, before any capacity is looked at: a job held until its
+     begin time (the start backoff after a requeue; Job.begin_time), a request that can
      never run (validate_job), unmet dependencies (deps.py; a failed afterok parent cancels
      the job), array throttle and per-user running limits, then the queue quota (quota.py).
      A job that would borrow beyond its quota is deferred to phase 6.
@@ -136,7 +137,8 @@ class Cycle:
         reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
         self.timeline = Timeline(snap.running, self.now) if reserving else None
         # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).
-        self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in snap.preempting))
+        self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in snap.preempting
+                                                 and (j.begin_time is None or j.begin_time <= self.now)))
 
         # Phase 2: priority order.
         users, queues = factors(snap, self.config) if s.weight_fairshare else ({}, {})
@@ -156,6 +158,9 @@ class Cycle:
 
     def _step(self, job: Job, seen: dict[tuple, tuple[int, str]], borrowers: list[Job] | None) -> None:
         """Gate and admit one job; `borrowers` is None in phase 6 (borrowing is allowed)."""
+        if job.begin_time is not None and job.begin_time > self.now:  # held (start backoff)
+            self.decisions.pending_reasons[job.id] = _begin_time_reason(job)
+            return
         # Strict FIFO: the first blocked job blocks the rest, except a preemptor whose victims
         # are already being stopped for it: that decision was made and is followed through.
         if self.blocker is not None and job.id not in self._draining:
@@ -399,6 +404,10 @@ class Cycle:
         self.generation += 1
         if self.timeline is not None:
             self.timeline.started(job, placement)
+
+
+def _begin_time_reason(job: Job) -> str:
+    return f"BeginTime: {job.begin_cause or 'not eligible before its begin time'}"
 
 
 def _jobs(ids: list[int]) -> str:

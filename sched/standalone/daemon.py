@@ -154,7 +154,7 @@ class Daemon:
 
         # Phase 3: persist, then apply. A node that cannot take its rank is drained and
         # the job goes back to the queue whole (as Slurm does on a launch failure).
-        for job in self.store.record_cycle(decisions, now):
+        for job in self.store.record_cycle(decisions, now, snap):
             try:
                 self.store.set_pids(job.id, self.executor.launch(job))
             except NodeFailure as e:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE usage (kind TEXT NOT NULL, name TEXT NOT NULL, gpu_hours REAL NOT NULL,
                         PRIMARY KEY (kind, name));
     """,
+    # 3: why a requeued job is held until begin_time (the core's BeginTime reason names it)
+    """
+    ALTER TABLE jobs ADD COLUMN begin_cause TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -120,6 +123,7 @@ class JobRecord:
     preempted_by: int | None = None
     begin_time: float | None = None
     start_tries: int = 0
+    begin_cause: str = ""
     allocations: list[dict] = field(default_factory=list)
 
     def as_job(self) -> Job:
@@ -130,6 +134,7 @@ class JobRecord:
             array_index=self.array_index, array_throttle=self.array_throttle, after_ok=tuple(self.after_ok),
             after_any=tuple(self.after_any),
             mig=(self.mig_profile, self.mig_count) if self.mig_profile else None,
+            begin_time=self.begin_time, begin_cause=self.begin_cause,
         )
 
     def placement(self) -> tuple[NodeAlloc, ...]:
@@ -373,11 +378,13 @@ class Store:
 
     # --- the daemon ----------------------------------------------------------------------
 
-    def snapshot(self, now: float | None = None) -> Snapshot:
-        """What the core needs for one cycle. With `now`, fair-share usage is brought up to date."""
-        pending_all = self.jobs(states=(PENDING,))
-        # Requeue backoff: a job is not eligible before its begin time (like Slurm's BeginTime).
-        pending = [r for r in pending_all if now is None or not r.begin_time or r.begin_time <= now]
+    def snapshot(self, now: float) -> Snapshot:
+        """What the core needs for the cycle at `now` (the contract in model.Snapshot): read only.
+
+        Every pending job is in it, those held by the start backoff too (Job.begin_time: the core
+        holds them); fair-share usage is accrued up to `now` here and saved by record_cycle.
+        """
+        pending = self.jobs(states=(PENDING,))
         running_records = self.jobs(states=(RUNNING,))
         running = tuple(
             RunningJob(r.as_job(), r.start_time or 0.0, r.placement(), borrowing=r.borrowing,
@@ -385,7 +392,7 @@ class Store:
             for r in running_records
         )
         # Preemptor -> victims, until the preemptor starts (victims keep preempted_by when requeued).
-        waiting = {r.id for r in pending_all}
+        waiting = {r.id for r in pending}
         preempting: dict[int, list[int]] = {}
         for victim_id, preemptor in self.conn.execute(
             "SELECT id, preempted_by FROM jobs WHERE preempted_by IS NOT NULL AND state IN (?, ?) ORDER BY id",
@@ -408,30 +415,34 @@ class Store:
                         finished=finished, user_usage=users, queue_usage=queues,
                         preempting={k: tuple(v) for k, v in preempting.items()})
 
-    def _usage(self, running, now: float | None) -> tuple[dict[str, float], dict[str, float]]:
-        """Decayed GPU-hours per user and queue; accrued up to `now` and saved when `now` is given."""
+    def _usage(self, running, now: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Decayed GPU-hours per user and queue, accrued up to `now` (read only)."""
         usage: dict[str, dict[str, float]] = {"user": {}, "queue": {}}
         for row in self.conn.execute("SELECT kind, name, gpu_hours FROM usage"):
             usage.setdefault(row[0], {})[row[1]] = row[2]
-        if now is None:
-            return usage["user"], usage["queue"]
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'usage_time'").fetchone()
         since = float(row[0]) if row else now
         half_life = self.config.scheduler.fairshare_half_life
         users = fairshare.accrue(usage["user"], running, since, now, half_life, key=lambda r: r.job.user)
         queues = fairshare.accrue(usage["queue"], running, since, now, half_life, key=lambda r: r.job.queue)
-        with self.transaction():
-            self.conn.execute("DELETE FROM usage")
-            self.conn.executemany("INSERT INTO usage(kind, name, gpu_hours) VALUES (?,?,?)",
-                                  [("user", k, v) for k, v in users.items()]
-                                  + [("queue", k, v) for k, v in queues.items()])
-            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('usage_time', ?)", (str(now),))
         return users, queues
 
-    def record_cycle(self, decisions, now: float) -> list[JobRecord]:
-        """Persist one cycle's decisions in one transaction; returns the started jobs."""
+    def _save_usage(self, snapshot: Snapshot, now: float) -> None:
+        """Keep the usage the cycle's snapshot accrued up to `now` (inside a transaction)."""
+        self.conn.execute("DELETE FROM usage")
+        self.conn.executemany("INSERT INTO usage(kind, name, gpu_hours) VALUES (?,?,?)",
+                              [("user", k, v) for k, v in snapshot.user_usage.items()]
+                              + [("queue", k, v) for k, v in snapshot.queue_usage.items()])
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('usage_time', ?)", (str(now),))
+
+    def record_cycle(self, decisions, now: float, snapshot: Snapshot | None = None) -> list[JobRecord]:
+        """Persist one cycle's decisions in one transaction; returns the started jobs.
+
+        `snapshot`: the one the decisions were made from; its fair-share usage is saved too."""
         started = []
         with self.transaction():
+            if snapshot is not None:
+                self._save_usage(snapshot, now)
             for start in decisions.starts:
                 nodes = [a.node for a in start.placement]
                 cur = self.conn.execute(
@@ -475,17 +486,13 @@ class Store:
         job = self.job(job_id)
         if job.state != PENDING:
             raise InvalidRequest(f"job {job_id} is {job.state}, not pending")
-        snap = self.snapshot()
-        if job.begin_time and job.begin_time > now:
-            raise InvalidRequest(f"job {job_id} is held until {time.strftime('%H:%M:%S', time.localtime(job.begin_time))}"
-                                 f" ({job.reason})")
-        return explain(snap, self.config, now, job_id=job_id)
+        return explain(self.snapshot(now), self.config, now, job_id=job_id)
 
     def test_only(self, req: JobRequest, now: float) -> Explanation:
         """What would happen if this request were submitted now (sbatch --test-only); writes nothing."""
         row = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()
         job = self.build_job(req, now, job_id=row[0])
-        return explain(self.snapshot(), self.config, now, job=job)
+        return explain(self.snapshot(now), self.config, now, job=job)
 
     def checkpointed(self, job_id: int, now: float) -> None:
         """A running job reports a checkpoint: preemption counts work lost from here."""
@@ -513,9 +520,10 @@ class Store:
         with self.transaction():
             cur = self.conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, start_time = NULL, nodelist = '', cancel_requested = 0,"
-                " restart_count = restart_count + 1, borrowing = 0, begin_time = ?,"
+                " restart_count = restart_count + 1, borrowing = 0, begin_time = ?, begin_cause = ?,"
                 " start_tries = start_tries + ? WHERE id = ? AND state = ?",
-                (PENDING, reason, begin_time, int(start_try), job_id, RUNNING),
+                (PENDING, reason, begin_time, reason if begin_time is not None else "", int(start_try), job_id,
+                 RUNNING),
             )
             if cur.rowcount == 1:
                 self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (job_id,))
