@@ -76,8 +76,8 @@ def kth_replay(quick: bool) -> Digest:
     workload = to_workload(load_trace(KTH, limit=1500 if quick else 4000), config)
     real = engine.schedule
 
-    def recording(snap, cfg, now):
-        d = real(snap, cfg, now)
+    def recording(snap, cfg, now, memo=None):
+        d = real(snap, cfg, now, memo)
         dig.add(d)
         return d
 

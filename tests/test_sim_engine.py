@@ -43,9 +43,9 @@ def test_cycles_happen_only_at_event_times():
     calls = []
     real = engine.schedule
 
-    def spy(snapshot, config, now):
+    def spy(snapshot, config, now, memo=None):
         calls.append(now)
-        return real(snapshot, config, now)
+        return real(snapshot, config, now, memo)
 
     engine.schedule = spy
     try:
@@ -119,9 +119,9 @@ def test_cancels_and_preemptions_from_the_core_are_applied():
     real = engine.schedule
     seen = {}
 
-    def later_core(snapshot, config, now):  # the real core, plus a cancel and a preemption at t=30
+    def later_core(snapshot, config, now, memo=None):  # the real core, plus a cancel and a preemption at t=30
         seen[now] = dict(snapshot.preempting)
-        d = real(snapshot, config, now)
+        d = real(snapshot, config, now, memo)
         d.starts = [s for s in d.starts if s.job_id != 3]
         d.pending_reasons.pop(3, None)
         if any(j.id == 3 for j in snapshot.pending):

@@ -16,7 +16,9 @@ lifting them (the scheduler asks it for every backfill candidate).
 MIG-split GPUs are not in the whole-GPU masks at all; their slices are tracked apart.
 
 What depends on the config alone (names, leaves, spines, masks, MIG slots, the counters of
-an idle cluster) is built once per ClusterConfig (`_layout`) and shared by every cycle.
+an idle cluster) is a `_Layout`, built once per ClusterConfig and kept by the shell's Memo
+(memo.py) with the answers cycles remember for each other; without a Memo it is built for
+this Capacity alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from itertools import accumulate
 from typing import Callable, Iterable
 
 from .config import ClusterConfig
+from .memo import Memo
 from .model import NodeAlloc, Placement, Snapshot
 
 
@@ -70,9 +73,22 @@ class _Layout:
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
+        # GPU index tuple -> bit mask; placements repeat the same few tuples ((0..7) above all).
+        self.masks: dict[tuple[int, ...], int] = {}
         # The counters of an idle cluster with every node up: most cycles start from a copy.
         self.at_least, self.leaf_at_least = _counters(self.total, [True] * len(self.total), self.leaf_of,
                                                       len(self.leaf_names), self.max_gpus)
+
+    def mask(self, gpus: tuple[int, ...]) -> int:
+        try:
+            return self.masks[gpus]
+        except (KeyError, TypeError):  # TypeError: a list, from a hand-built placement
+            bits = 0
+            for g in gpus:
+                bits |= 1 << g
+            if isinstance(gpus, tuple) and len(self.masks) < 65_536:  # bounded, whatever tuples come
+                self.masks[gpus] = bits
+            return bits
 
     def _init_mig(self, i: int, first: int, count: int, profile: tuple[tuple[str, int], ...]) -> None:
         slots = []
@@ -91,13 +107,9 @@ class _Layout:
         self.mig_free[i] = free
 
 
-def _layout(config: ClusterConfig) -> _Layout:
-    """The config's layout, built on first use and kept on the (frozen) config itself."""
-    layout = config.__dict__.get("_capacity_layout")
-    if layout is None:
-        layout = _Layout(config)
-        object.__setattr__(config, "_capacity_layout", layout)
-    return layout
+def layout_of(config: ClusterConfig, memo: Memo | None) -> _Layout:
+    """The config's layout: the Memo's, or a fresh one (a cold cycle)."""
+    return _Layout(config) if memo is None else memo.layout(config, _Layout)
 
 
 def _counters(free: list[int], up: list[bool], leaf_of: list[int], n_leaves: int,
@@ -119,29 +131,13 @@ def _suffix_sums(row: list[int]) -> None:
         row[g] += row[g + 1]
 
 
-# GPU index tuple -> bit mask; placements repeat the same few tuples ((0..7) above all).
-_MASKS: dict[tuple[int, ...], int] = {}
-
-
-def _mask(gpus: tuple[int, ...]) -> int:
-    try:
-        return _MASKS[gpus]
-    except (KeyError, TypeError):  # TypeError: a list, from a hand-built placement
-        bits = 0
-        for g in gpus:
-            bits |= 1 << g
-        if isinstance(gpus, tuple) and len(_MASKS) < 65_536:  # bounded, whatever tuples come
-            _MASKS[gpus] = bits
-        return bits
-
-
 def _noop() -> None:
     pass
 
 
 class Capacity:
-    def __init__(self, config: ClusterConfig, snapshot: Snapshot | None = None):
-        self.layout = lay = _layout(config)
+    def __init__(self, config: ClusterConfig, snapshot: Snapshot | None = None, memo: Memo | None = None):
+        self.layout = lay = layout_of(config, memo)
         self.config = config
         # Shared with the layout and every other cycle: read, never mutated.
         self.names, self.index, self.total, self.max_gpus = lay.names, lay.index, lay.total, lay.max_gpus
@@ -149,6 +145,7 @@ class Capacity:
         self.spine_groups, self.all_mask = lay.spine_groups, lay.all_mask
         self.mig_nodes, self.mig_slots, self.mig_pos = lay.mig_nodes, lay.mig_slots, lay.mig_pos
         self._picks = lay.picks
+        self._mask = lay.mask
 
         n = len(self.names)
         self.up: list[bool] = [True] * n
@@ -213,10 +210,10 @@ class Capacity:
             if i is None:
                 known = False
                 continue
-            pairs.append((i, _mask(a.gpus)))
+            pairs.append((i, self._mask(a.gpus)))
         found = (placement, pairs, slices, known)
         if frozen:
-            memo = _layout(self.config).resolved
+            memo = self.layout.resolved
             if len(memo) > 65_536:  # bounded, whatever a long-lived daemon meets
                 memo.clear()
             memo[id(placement)] = found
@@ -238,7 +235,7 @@ class Capacity:
         found = self._resolved.get(id(placement))
         if found is not None and found[0] is placement:  # the same object, not a reused id
             return found[1]
-        return [(self.index[a.node], _mask(a.gpus)) for a in placement]
+        return [(self.index[a.node], self._mask(a.gpus)) for a in placement]
 
     def _mig_mark(self, i: int, slices, busy: bool) -> list[tuple[str, int]]:
         """Mark slices busy (or free); returns the (profile, bits) actually changed."""
@@ -426,7 +423,7 @@ class Capacity:
         slices: list[tuple[int, list]] = []
         for a in placement:
             i = self.index[a.node]
-            bits = _mask(a.gpus) & self.busy[i]  # never count a GPU as freed twice
+            bits = self._mask(a.gpus) & self.busy[i]  # never count a GPU as freed twice
             self.busy[i] &= ~bits
             given.append((i, bits))
             if a.slices:

@@ -121,36 +121,30 @@ class ClusterConfig:
         """The most whole GPUs one job rank can get on a node."""
         return max(n.whole_gpus for n in self.nodes)
 
+    def __post_init__(self) -> None:
+        # Tables derived from the (frozen) nodes once, when the config is made: read-only
+        # data of the config itself, not answers remembered between cycles.
+        top = max((n.whole_gpus for n in self.nodes), default=0)
+        at_least = tuple(sum(1 for n in self.nodes if n.whole_gpus >= g) for g in range(top + 1))
+        mig: dict[str, int] = {}
+        for n in self.nodes:
+            for name, count in n.mig_profile:
+                mig[name] = max(mig.get(name, 0), n.mig_gpus * count)
+        object.__setattr__(self, "_nodes_at_least", at_least)
+        object.__setattr__(self, "_mig_most", mig)
+        object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
+
     def nodes_with_at_least(self, gpus: int) -> int:
         """How many nodes have >= `gpus` whole GPUs in total (free or not)."""
-        table = self.__dict__.get("_at_least_cache")
-        if table is None:
-            top = max((n.whole_gpus for n in self.nodes), default=0)
-            table = [sum(1 for n in self.nodes if n.whole_gpus >= g) for g in range(top + 1)]
-            object.__setattr__(self, "_at_least_cache", table)
+        table = self._nodes_at_least
         return table[gpus] if gpus < len(table) else 0
 
     def mig_slices(self, profile: str) -> int:
         """The most slices of `profile` one node offers (0: no node has it)."""
-        table = self.__dict__.get("_mig_cache")
-        if table is None:
-            table = {}
-            for n in self.nodes:
-                for name, count in n.mig_profile:
-                    table[name] = max(table.get(name, 0), n.mig_gpus * count)
-            object.__setattr__(self, "_mig_cache", table)
-        return table.get(profile, 0)
+        return self._mig_most.get(profile, 0)
 
     def node(self, name: str) -> NodeSpec:
         return self._by_name[name]
-
-    @property
-    def _by_name(self) -> dict[str, NodeSpec]:
-        cache = self.__dict__.get("_by_name_cache")
-        if cache is None:
-            cache = {n.name: n for n in self.nodes}
-            object.__setattr__(self, "_by_name_cache", cache)
-        return cache
 
     def spine_of(self, leaf: str) -> str | None:
         return self.parents.get(leaf)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, replace
 
 from .config import ClusterConfig
+from .memo import Memo
 from .model import Job, Placement, Snapshot
 from .schedule import Cycle
 
@@ -50,7 +51,8 @@ class Explanation:
 
 
 def explain(
-    snapshot: Snapshot, config: ClusterConfig, now: float, job_id: int | None = None, job: Job | None = None
+    snapshot: Snapshot, config: ClusterConfig, now: float, job_id: int | None = None, job: Job | None = None,
+    memo: Memo | None = None,
 ) -> Explanation:
     if job is not None:  # not submitted: what would happen if it were, now
         if any(j.id == job.id for j in snapshot.pending):
@@ -66,7 +68,7 @@ def explain(
             raise KeyError(f"job {job_id} is neither pending nor running")
         return _running(snapshot, config, now, run.job)
 
-    cycle = Cycle(snapshot, config, now, focus=job_id).run()
+    cycle = Cycle(snapshot, config, now, focus=job_id, memo=memo).run()
     d = cycle.decisions
     mates = [j.id for j in cycle.order if j.queue == target.queue]
     common = dict(job_id=job_id, queue=target.queue, position=mates.index(job_id) + 1, queue_length=len(mates))

@@ -14,7 +14,6 @@ Rules, in order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from .capacity import Capacity, WhatIf
 from .model import Placement
@@ -47,7 +46,6 @@ def find_placement(
     return _place_gang(cap, num_nodes, gpus, max_leaves)
 
 
-@lru_cache(maxsize=4096)  # the same few answers, asked for most blocked jobs of every cycle
 def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
     return NoFit(f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available")
 

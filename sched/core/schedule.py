@@ -34,6 +34,7 @@ from .config import ClusterConfig
 from .deps import CANCEL
 from .deps import check as check_dependencies
 from .fairshare import factors, gpu_equiv
+from .memo import Memo
 from .model import Decisions, Job, Placement, Preemption, Reservation, Snapshot, Start
 from .order import order_pending
 from .place import NoFit, find_mig, find_placement, place_what_if, would_place
@@ -90,16 +91,19 @@ def _validate_mig(job: Job, config: ClusterConfig) -> str | None:
     return None
 
 
-def schedule(snapshot: Snapshot, config: ClusterConfig, now: float) -> Decisions:
-    return Cycle(snapshot, config, now).run().decisions
+def schedule(snapshot: Snapshot, config: ClusterConfig, now: float, memo: Memo | None = None) -> Decisions:
+    """One cycle. `memo` (memo.py) is the shell's own store of answers cycles share; the
+    decisions are the same with it, without it (a cold cycle) or with another one."""
+    return Cycle(snapshot, config, now, memo=memo).run().decisions
 
 
 class Cycle:
     """The state of one cycle; `explain` runs one with a `focus` job that always gets a
     reservation (so its estimated start is known) whatever the depth."""
 
-    def __init__(self, snapshot: Snapshot, config: ClusterConfig, now: float, focus: int | None = None):
-        self.snapshot, self.config, self.now, self.focus = snapshot, config, now, focus
+    def __init__(self, snapshot: Snapshot, config: ClusterConfig, now: float, focus: int | None = None,
+                 memo: Memo | None = None):
+        self.snapshot, self.config, self.now, self.focus, self.memo = snapshot, config, now, focus, memo
         self.settings = config.scheduler
         self.decisions = Decisions()
         self.blocker: int | None = None
@@ -133,7 +137,7 @@ class Cycle:
         s, snap = self.settings, self.snapshot
 
         # Phase 1: this cycle's own view of free capacity, job ends and running counts.
-        self.cap = Capacity(self.config, snap)
+        self.cap = Capacity(self.config, snap, self.memo)
         reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
         self.timeline = Timeline(snap.running, self.now) if reserving else None
         # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).

@@ -25,6 +25,7 @@ from typing import Callable
 
 from adsched.core.config import ClusterConfig
 from adsched.core.invariants import check
+from adsched.core.memo import Memo
 from adsched.core.model import RunningJob, Snapshot
 from adsched.core.schedule import schedule
 from .traces import SimJob, Workload
@@ -99,6 +100,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
     next_sub = 0
     finished_since = 0
     t_sched = t_check = 0.0
+    memo = Memo()  # this replay's own: answers its cycles share, seen by no other run
     clock = time.perf_counter
     wall0 = clock()
     getattr_ = getattr
@@ -117,6 +119,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             busy -= run.job.total_gpus
             if kind == END:
                 victims.pop(job_id, None)
+                token[k] += 1  # a victim that ends before its grace period is over: no kill to come
                 res.end[k] = now
                 finished_since += 1
             else:  # the grace period is over: requeued whole
@@ -139,7 +142,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
                 preempting[preemptor] = preempting.get(preemptor, ()) + (victim,)
         snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()), preempting=preempting)
         c0 = clock()
-        decisions = schedule(snap, config, now)
+        decisions = schedule(snap, config, now, memo)
         c1 = clock()
         t_sched += c1 - c0
         if check_invariants:

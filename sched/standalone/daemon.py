@@ -21,6 +21,7 @@ from typing import Callable
 from adsched.errors import AdschedError, NodeFailure
 from adsched.jobspec import SIGNALS, parse_signal
 from .executors import Executor, RankEnd
+from adsched.core.memo import Memo
 from adsched.core.schedule import schedule
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, JobRecord, Store
 
@@ -66,6 +67,7 @@ class Daemon:
         self.start_tries = start_tries
         self.start_backoff = start_backoff
         self._stopping: dict[int, Verdict] = {}  # jobs being stopped, and how they will end
+        self._memo = Memo()  # answers this daemon's cycles share (core/memo.py)
 
     def _decide(self, job: JobRecord, ends: list[RankEnd], now: float) -> Verdict | None:
         """Whether a running job is over (or must be stopped), and why. None: let it run."""
@@ -150,7 +152,7 @@ class Daemon:
 
         # Phase 2: decide (pure).
         snap = self.store.snapshot(now)
-        decisions = schedule(snap, self.store.config, now)
+        decisions = schedule(snap, self.store.config, now, self._memo)
 
         # Phase 3: persist, then apply. A node that cannot take its rank is drained and
         # the job goes back to the queue whole (as Slurm does on a launch failure).
