@@ -47,6 +47,7 @@ def init(state_dir, cluster_path):
         e.source = cluster_path
         raise
     c = store.config
+    _warn(c)
     click.echo(f"Initialised {state_dir}: cluster {c.name}, {len(c.nodes)} nodes, {c.total_gpus} GPUs, "
                f"{len(c.leaves)} leaves, queues {', '.join(c.queues)}")
 
@@ -103,12 +104,18 @@ def config_check(path, as_json):
     """Validate a cluster TOML; every error is listed with its key path (exit 2)."""
     c = load_config(path)
     summary = {"cluster": c.name, "nodes": len(c.nodes), "gpus": c.total_gpus, "leaves": len(c.leaves),
-               "queues": list(c.queues)}
+               "queues": list(c.queues), "warnings": list(c.warnings)}
     if as_json:
         print_json(summary)
     else:
+        _warn(c)
         click.echo(f"{path}: OK — {summary['nodes']} nodes, {summary['gpus']} GPUs, {summary['leaves']} leaves, "
                    f"queues {', '.join(summary['queues'])}")
+
+
+def _warn(config) -> None:
+    for w in config.warnings:
+        click.echo(f"warning: {w}", err=True)
 
 
 @main.command()

@@ -65,6 +65,10 @@ def test_job_file(state, tmp_path):
     (["--gpus-per-node", "-1", "--", "true"], "--gpus-per-node must be >= 1"),
     ([], "no command given"),
     (["-t", "forever", "--", "true"], "--time: not a duration"),
+    (["-N", "13", "-q", "train", "--", "true"], "queue train may use at most 96 (quota 64 + borrow limit 32)"),
+    (["-N", "13", "-q", "train", "--test-only", "--", "true"], "queue train may use at most 96"),
+    (["-N", "5", "--max-leaves", "1", "--", "true"], "within 1 leaf; the largest leaf has 4"),
+    (["-N", "5", "--max-leaves", "1", "--test-only", "--", "true"], "within 1 leaf; the largest leaf has 4"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(state, args, msg):
     r = sub(state, *args)
@@ -94,6 +98,18 @@ def test_config_check(tmp_path):
     assert r.exit_code == 2 and "malformed TOML" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(adsched_cli.main, ["init", "--state", str(tmp_path / "s"), "--cluster", str(bad)])
     assert r.exit_code == 2 and not (tmp_path / "s" / "adsched.sqlite").exists()
+
+
+def test_config_warnings_are_shown_not_silent(tmp_path):
+    big = tmp_path / "big.toml"
+    big.write_text('[[nodes]]\nnames = "n[1-2]"\n[queues.a]\nquota_gpus = 64\n')
+    want = "warning: queues.a.quota_gpus: 64 is more than the cluster's 16 GPUs"
+    r = CliRunner().invoke(adsched_cli.main, ["config", "check", str(big)])
+    assert r.exit_code == 0 and want in r.output
+    r = CliRunner().invoke(adsched_cli.main, ["config", "check", str(big), "--json"])
+    assert json.loads(r.stdout)["warnings"] == [want.removeprefix("warning: ") + " (the queue can never borrow)"]
+    r = CliRunner().invoke(adsched_cli.main, ["init", "--state", str(tmp_path / "s"), "--cluster", str(big)])
+    assert r.exit_code == 0 and want in r.output
 
 
 def test_nodes_and_missing_state(state, tmp_path):

@@ -58,6 +58,41 @@ def test_validation_errors_have_key_paths(patch, want):
     assert any(want in err for err in e.value.errors), e.value.errors
 
 
+@pytest.mark.parametrize("patch,want_errors", [
+    # A bad preemptible is one error, not also "is not preemptible" where another queue preempts it.
+    ('[queues.x]\npreemptible = "yes"\n[queues.y]\npreempts = ["x"]\n',
+     ["queues.x.preemptible: must be true or false"]),
+    # A node group with a bad gpus count does not also make the quota look larger than the cluster.
+    ('[[nodes]]\nnames = "m1"\ngpus = "eight"\n[switches.leafC]\nnodes = "m1"\n[queues.x]\nquota_gpus = 40\n',
+     ["nodes[1].gpus: must be an integer, got 'eight'"]),
+    ('[queues.x]\nquota_gpus = 32\n', []),  # the whole cluster is a valid quota
+])
+def test_exactly_the_errors(patch, want_errors):
+    try:
+        parse_config_text(GOOD + patch)
+        errors = []
+    except ConfigError as e:
+        errors = e.errors
+    assert errors == want_errors
+
+
+def test_a_cluster_without_gpus_is_an_error():
+    with pytest.raises(ConfigError) as e:
+        parse_config_text(GOOD.replace("gpus = 8", "gpus = 0"))
+    assert e.value.errors == ["nodes: no node has a GPU (set gpus = N on at least one [[nodes]] group)"]
+
+
+@pytest.mark.parametrize("patch,want_warnings", [
+    ('[queues.x]\nquota_gpus = 33\n',
+     ["queues.x.quota_gpus: 33 is more than the cluster's 32 GPUs (the queue can never borrow)"]),
+    ('[queues.x]\nquota_gpus = 32\n', []),
+    ('[[nodes]]\nnames = "c1"\ngpus = 0\n[switches.leafC]\nnodes = "c1"\n',
+     ["nodes[1].gpus: 0: adsched never places a job on these nodes"]),
+])
+def test_config_warnings(patch, want_warnings):
+    assert list(parse_config_text(GOOD + patch).warnings) == want_warnings
+
+
 def test_all_errors_at_once():
     bad = GOOD + '[queues.a]\nquota_gpus = -1\n[queues.b]\ntier = "high"\n'
     with pytest.raises(ConfigError) as e:

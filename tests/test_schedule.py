@@ -98,6 +98,12 @@ CASES = [
         pending=[job(1).nodes(2).gpus(8).queue("debug")],
         want_pending={1: "QueueLimit"},
     ),
+    Case(
+        "a gang larger than any max_leaves leaves can hold never runs: said so, not Topology",
+        pending=[job(1).nodes(5).gpus(8).max_leaves(1), job(2).nodes(9).gpus(8).max_leaves(2)],
+        want_pending={1: "InvalidRequest: needs 5 nodes with 8 GPUs within 1 leaf; the largest leaf has 4",
+                      2: "InvalidRequest: needs 9 nodes with 8 GPUs within 2 leaves; the 2 largest leaves have 8"},
+    ),
 ]
 
 

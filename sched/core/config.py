@@ -111,6 +111,7 @@ class ClusterConfig:
     backend: str = "standalone"  # "slurm": adsub talks to Slurm, which runs the jobs
     admins: tuple[str, ...] = ()  # users who may cancel/hold/modify any job (root always may)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # "key.path: message", not errors
 
     @property
     def total_gpus(self) -> int:
@@ -138,6 +139,16 @@ class ClusterConfig:
         """How many nodes have >= `gpus` whole GPUs in total (free or not)."""
         table = self._nodes_at_least
         return table[gpus] if gpus < len(table) else 0
+
+    def leaf_sizes(self, gpus: int) -> tuple[int, ...]:
+        """Per leaf, how many of its nodes have >= `gpus` whole GPUs; largest first."""
+        table = self.__dict__.setdefault("_leaf_sizes_cache", {})
+        sizes = table.get(gpus)
+        if sizes is None:
+            sizes = table[gpus] = tuple(sorted(
+                (sum(1 for n in members if self.node(n).whole_gpus >= gpus) for members in self.leaves.values()),
+                reverse=True))
+        return sizes
 
     def mig_slices(self, profile: str) -> int:
         """The most slices of `profile` one node offers (0: no node has it)."""
@@ -230,9 +241,24 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
         else:
             admins = tuple(raw_admins)
 
+    before = len(errs.items)
     nodes = _parse_nodes(errs, data.get("nodes"))
+    nodes_ok = len(errs.items) == before  # else the GPU total below is not the cluster's
     leaves, parents = _parse_switches(errs, data.get("switches", {}), [n["name"] for n in nodes])
     queues = _parse_queues(errs, data.get("queues"))
+    # Legal (the cluster may grow, as Slurm and Kueue allow) but most likely a typo: said, not silent.
+    warnings = []
+    total_gpus = sum(n["gpus"] for n in nodes)
+    if nodes_ok and nodes and total_gpus == 0:
+        errs.add("nodes", "no node has a GPU (set gpus = N on at least one [[nodes]] group)")
+    elif nodes_ok and isinstance(data.get("nodes"), list):
+        for i, g in enumerate(data["nodes"]):  # CPU-only nodes: rendered for Slurm, never given a GPU job
+            if isinstance(g, dict) and g.get("gpus", 8) == 0:
+                warnings.append(f"nodes[{i}].gpus: 0: adsched never places a job on these nodes")
+    for q in queues.values():
+        if nodes_ok and q.quota_gpus is not None and q.quota_gpus > total_gpus:
+            warnings.append(f"queues.{q.name}.quota_gpus: {q.quota_gpus} is more than the cluster's {total_gpus} "
+                            "GPUs (the queue can never borrow)")
     sched = _parse_scheduler(errs, data.get("scheduler", {}), queues)
     executor = "local"
     standalone = data.get("standalone", {})
@@ -271,6 +297,7 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
         backend=backend,
         admins=admins,
         raw=data,
+        warnings=tuple(warnings),
     )
 
 
@@ -483,6 +510,8 @@ def _resolve_preempts(errs: _Errors, table: dict, queues: dict[str, QueueSpec]) 
                 errs.add(path, f"queue {name} cannot preempt itself")
             elif other not in queues:
                 errs.add(path, f"unknown queue {other!r}")
+            elif not isinstance(table[other].get("preemptible", False), bool):
+                pass  # already reported at queues.OTHER.preemptible
             elif not queues[other].preemptible:
                 errs.add(path, f"queue {other} is not preemptible (set queues.{other}.preemptible = true)")
             else:

@@ -68,6 +68,15 @@ def validate_job(job: Job, config: ClusterConfig) -> str | None:
             )
     if job.max_leaves is not None and job.max_leaves < 1:
         return "InvalidRequest: max leaves must be >= 1"
+    if job.max_leaves is not None and job.mig is None and job.num_nodes > 1:
+        # Even an idle cluster cannot hold the gang within max_leaves leaves: it would wait forever.
+        within = sum(config.leaf_sizes(job.gpus_per_node)[: job.max_leaves])
+        if job.num_nodes > within:
+            largest = "the largest leaf has" if job.max_leaves == 1 else f"the {job.max_leaves} largest leaves have"
+            return (
+                f"InvalidRequest: needs {job.num_nodes} nodes with {job.gpus_per_node} GPUs within "
+                f"{job.max_leaves} {'leaf' if job.max_leaves == 1 else 'leaves'}; {largest} {within}"
+            )
     if job.array_throttle is not None and job.array_throttle < 1:
         return "InvalidRequest: array throttle must be >= 1"
     if queue.max_gpus_per_job is not None and gpu_equiv(job) > queue.max_gpus_per_job:
@@ -76,6 +85,13 @@ def validate_job(job: Job, config: ClusterConfig) -> str | None:
         )
     if queue.max_time is not None and job.time_limit > queue.max_time:
         return f"QueueLimit: time limit exceeds queue {queue.name} max_time"
+    if queue.quota_gpus is not None and queue.borrow_limit_gpus is not None:
+        ceiling = queue.quota_gpus + queue.borrow_limit_gpus  # quota.py never lets the queue beyond it
+        if gpu_equiv(job) > ceiling:
+            return (
+                f"QueueLimit: needs {gpu_equiv(job):g} GPUs; queue {queue.name} may use at most {ceiling} "
+                f"(quota {queue.quota_gpus} + borrow limit {queue.borrow_limit_gpus})"
+            )
     return None
 
 
