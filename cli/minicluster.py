@@ -59,7 +59,7 @@ def up(config, name, state_dir, timeout, nvidia_smi_xml):
     """Start the cluster of CONFIG and wait until every node is idle.
 
     The adsched plugin is live: job_submit.lua, the prolog/epilog hooks, and the store they
-    record in (/jobs/adsched-state in the containers: `adsub --state /jobs/adsched-state`).
+    record in (/jobs/adsched-state in the containers: `adsub queue --state /jobs/adsched-state`).
     """
     xml = Path(nvidia_smi_xml).read_text() if nvidia_smi_xml else None
     mc = _run(lambda: MiniCluster(config, name, state_dir=state_dir, node_timeout=timeout, persistent=True,
