@@ -25,8 +25,9 @@ from typing import Callable
 
 from adsched.core.config import ClusterConfig
 from adsched.core.invariants import check
+from adsched.core.fairshare import accrue
 from adsched.core.memo import Memo
-from adsched.core.model import RunningJob, Snapshot
+from adsched.core.model import COMPLETED, RunningJob, Snapshot
 from adsched.core.schedule import schedule
 from .traces import SimJob, Workload
 
@@ -71,6 +72,7 @@ def _victim(item) -> tuple[int, int | None]:
 
 
 END, KILL = 0, 1
+CANCELLED = "CANCELLED"
 
 
 def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: str | None = None,
@@ -96,6 +98,15 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
     events: list[tuple[float, int, int, int]] = []  # (time, job index, run token, END or KILL)
     token = [0] * n  # bumped when a run stops early: that run's pending events are stale
     victims: dict[int, int] = {}  # signalled victim id -> its preemptor id, while it drains
+    # The rest of the snapshot contract (model.Snapshot), as the store keeps it: the final state
+    # of jobs others depend on, and fair-share usage accrued at every instant (when weighed).
+    finished: dict[int, str] = {}
+    depended = {d for s in jobs for d in (*s.job.after_ok, *s.job.after_any)}
+    fair = config.scheduler.weight_fairshare != 0
+    user_usage: dict[str, float] = {}
+    queue_usage: dict[str, float] = {}
+    half_life = config.scheduler.fairshare_half_life
+    usage_time: float | None = None
     busy = 0
     next_sub = 0
     finished_since = 0
@@ -121,6 +132,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
                 victims.pop(job_id, None)
                 token[k] += 1  # a victim that ends before its grace period is over: no kill to come
                 res.end[k] = now
+                if job_id in depended:
+                    finished[job_id] = COMPLETED
                 finished_since += 1
             else:  # the grace period is over: requeued whole
                 token[k] += 1
@@ -132,6 +145,12 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             job = jobs[next_sub].job
             pending[job.id] = job
             next_sub += 1
+        if fair:  # as Store.snapshot: decay, then add what ran since the last instant (by job id)
+            since = now if usage_time is None else usage_time
+            runs = sorted(running.values(), key=lambda r: r.job.id)
+            user_usage = accrue(user_usage, runs, since, now, half_life, key=lambda r: r.job.user)
+            queue_usage = accrue(queue_usage, runs, since, now, half_life, key=lambda r: r.job.queue)
+            usage_time = now
         if not pending:
             res.busy.append((now, busy))
             continue
@@ -140,7 +159,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
         for victim, preemptor in victims.items():  # kept until the preemptor starts, as the store does
             if preemptor in pending:
                 preempting[preemptor] = preempting.get(preemptor, ()) + (victim,)
-        snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()), preempting=preempting)
+        snap = Snapshot(pending=tuple(pending.values()), running=tuple(running.values()), preempting=preempting,
+                        finished=finished, user_usage=user_usage, queue_usage=queue_usage)
         c0 = clock()
         decisions = schedule(snap, config, now, memo)
         c1 = clock()
@@ -154,6 +174,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
         for job_id in cancels or ():
             if pending.pop(job_id, None) is not None:
                 res.cancelled[job_id] = cancels[job_id]
+                if job_id in depended:
+                    finished[job_id] = CANCELLED
                 finished_since += 1
         for item in getattr_(decisions, "preemptions", None) or ():
             job_id, preemptor = _victim(item)
