@@ -15,6 +15,8 @@ from adsched.standalone.demo import run_demo
 from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
 from adsched.standalone.executors.local import LocalExecutor
+from adsched.standalone.auth import current_identity, lock_down_state
+from adsched.standalone.server import SocketServer
 from adsched.standalone.store import Store
 
 from .hook import hook
@@ -81,14 +83,28 @@ def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, s
                                SSHSettings(user=ssh_user, port=ssh_port, key_file=ssh_key, python=remote_python,
                                            known_hosts=ssh_known_hosts))
     else:
-        executor = LocalExecutor(state_dir)
+        executor = LocalExecutor(state_dir, owner_mode=True)  # each job runs as its owner (if root)
+
+    server = None
+    if store.config.backend == "standalone":
+        lock_down_state(state_dir, Store.DB_NAME)
+        server = SocketServer(state_dir)
+        me = current_identity()
+        if me.uid != 0:
+            click.echo(f"adsched: the daemon runs as {me.name} (uid {me.uid}), not root: it runs only {me.name}'s "
+                       f"jobs and refuses other users' submissions", err=True)
 
     def show(r: CycleReport):
         if verbose and (r.started or r.ended):
             click.echo(f"{time.strftime('%H:%M:%S')} started={r.started} ended={r.ended} "
                        f"pending={r.pending} running={r.running}")
 
-    Daemon(store, executor).run(once=once, until_idle=until_idle, max_seconds=max_seconds, on_cycle=show)
+    try:
+        Daemon(store, executor, server=server).run(once=once, until_idle=until_idle, max_seconds=max_seconds,
+                                                   on_cycle=show)
+    finally:
+        if server is not None:
+            server.close()
 
 
 @main.group()

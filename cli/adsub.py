@@ -14,6 +14,7 @@ from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
 from adsched.backend import open_backend
 from adsched.standalone.auth import current_identity
+from adsched.standalone.remote import RemoteStore, needs_daemon
 from adsched.standalone.store import JobRecord, JobRequest, Store
 from adsched.core.timefmt import format_duration
 
@@ -101,7 +102,7 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
     req = JobRequest(command=command, user=_user(), **spec)
     backend = open_backend(state_dir)
     if test_only:
-        if not isinstance(backend, Store):
+        if not isinstance(backend, (Store, RemoteStore)):
             raise InvalidRequest("--test-only needs the standalone backend (on Slurm: sbatch --test-only)")
         _print_explanation(backend.test_only(req, time.time()), as_json, backend, test_only=True)
         return
@@ -234,7 +235,7 @@ def explain(state_dir, job_id, as_json):
 
 
 def _standalone(state_dir) -> Store:
-    store = Store(state_dir)
+    store = RemoteStore(state_dir) if needs_daemon(state_dir) else Store(state_dir)
     if store.config.backend != "standalone":
         raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on Slurm")
     return store

@@ -45,7 +45,7 @@ def default_state_dir() -> str:
 
 state_option = click.option(
     "--state", "state_dir", default=default_state_dir, show_default="$ADSCHED_STATE or ~/.adsched",
-    type=click.Path(file_okay=False), help="State directory (SQLite store, job output).",
+    type=click.Path(file_okay=False, readable=False), help="State directory (SQLite store, job output).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 

@@ -15,6 +15,7 @@ from typing import Protocol
 from .errors import InvalidRequest, NotFound
 from .jobspec import JobRequest, build_job
 from adsched.slurm.client import Runner, SlurmClient, SlurmJob, SubmitSpec, local_runner
+from adsched.standalone.remote import RemoteStore, needs_daemon
 from adsched.standalone.store import JobRecord, Store
 
 
@@ -31,6 +32,8 @@ class Backend(Protocol):
 
 
 def open_backend(state_dir: str | Path, runner: Runner = local_runner) -> Backend:
+    if needs_daemon(state_dir):  # the store is another user's: ask its daemon (which knows our uid)
+        return RemoteStore(state_dir)
     store = Store(state_dir)
     if store.config.backend == "slurm":
         return SlurmBackend(store, SlurmClient(runner))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from adsched.core.config import ClusterConfig
 from .errors import InvalidRequest
+from .inputcheck import check_request
 from adsched.core.model import Job
 from adsched.core.schedule import validate_job
 from adsched.core.timefmt import parse_duration
@@ -120,6 +121,7 @@ class JobRequest:
 
 def build_job(config: ClusterConfig, req: JobRequest, now: float, job_id: int = 0) -> Job:
     """Validate a request against the cluster; raises InvalidRequest with one clear line."""
+    check_request(req)  # types and texts first: hostile input stays data
     if not req.command or not any(part.strip() for part in req.command):
         raise InvalidRequest("no command given (put it after `--`, or use a job file)")
     queue_name = req.queue or config.scheduler.default_queue

@@ -12,9 +12,12 @@ import pytest
 
 from adsched.standalone.daemon import Daemon
 from adsched.standalone.executors.local import LocalExecutor
+from adsched.standalone.auth import current_identity
 from adsched.standalone.store import JobRequest, Store
 
 from helpers import py, wait_for
+
+ME = current_identity().name  # `adsched run` runs each job as its owner, who must have an account
 
 SMALL = """
 [cluster]
@@ -51,7 +54,7 @@ def test_completed_with_launcher_env(store, tmp_path):
     out.mkdir()
     code = (f"import os, json; e=os.environ; json.dump({{k: e[k] for k in e if k.startswith(('ADSCHED', 'NODE_RANK',"
             f"'NNODES', 'WORLD_SIZE', 'MASTER', 'CUDA', 'LOCAL'))}}, open('{out}/' + e['NODE_RANK'], 'w'))")
-    job_id = store.submit(JobRequest(py(code), nodes=2, gpus_per_node=4, workdir=str(tmp_path)), time.time())
+    job_id = store.submit(JobRequest(py(code), nodes=2, gpus_per_node=4, workdir=str(tmp_path), user=ME), time.time())
     p = daemon_proc(store.state_dir, "--until-idle", "--max-seconds", "60")
     assert p.wait(timeout=90) == 0, p.stderr.read()
     job = store.job(job_id)
@@ -78,7 +81,7 @@ def test_one_failed_rank_fails_the_gang_and_stops_the_others(store, tmp_path):
 
 
 def test_cancel_a_running_gang_stops_every_rank(store, tmp_path):
-    job_id = store.submit(JobRequest(py("import time; time.sleep(120)"), nodes=4), time.time())
+    job_id = store.submit(JobRequest(py("import time; time.sleep(120)"), nodes=4, user=ME), time.time())
     p = daemon_proc(store.state_dir)
     try:
         wait_for(lambda: store.job(job_id).state == "RUNNING" and all(a["pid"] for a in store.job(job_id).allocations))

@@ -79,3 +79,19 @@ def require_admin(store, who: Identity | None, action: str, now: float) -> None:
     store.add_event(None, "denied", {"action": action, "by": who.name, "uid": who.uid}, now)
     raise PermissionDenied(f"{action}: permission denied: you are {who.name}, not an admin "
                            f"(admins: root, the store's owner, and [cluster] admins in the cluster TOML)")
+
+
+def lock_down_state(state_dir, db_name: str = "adsched.sqlite") -> None:
+    """The store is its owner's alone: the SQLite files 0600, the state dir and jobs/ 0711.
+
+    Others can then only reach what they know the name of: the daemon's socket, and their own
+    jobs' output files (which belong to them, 0600).
+    """
+    os.chmod(state_dir, 0o711)
+    for name in (db_name, db_name + "-wal", db_name + "-shm"):
+        path = os.path.join(state_dir, name)
+        if os.path.exists(path):
+            os.chmod(path, 0o600)  # SQLite gives -wal and -shm files the database file's mode
+    jobs = os.path.join(state_dir, "jobs")
+    if os.path.isdir(jobs):
+        os.chmod(jobs, 0o711)

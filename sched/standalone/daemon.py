@@ -22,6 +22,7 @@ from adsched.errors import AdschedError, NodeFailure
 from adsched.jobspec import SIGNALS, parse_signal
 from .executors import Executor, RankEnd
 from adsched.core.memo import Memo
+from .executors.runas import JobRefused
 from adsched.core.schedule import schedule
 from .store import CANCELLED, COMPLETED, FAILED, PENDING, RUNNING, TIMEOUT, JobRecord, Store
 
@@ -55,8 +56,9 @@ class Verdict:
 class Daemon:
     def __init__(self, store: Store, executor: Executor, clock: Callable[[], float] = time.time,
                  kill_wait: float = 5.0, start_timeout: float = 300.0, start_tries: int = 3,
-                 start_backoff: float = 30.0):
+                 start_backoff: float = 30.0, server=None):
         self.store = store
+        self.server = server  # a SocketServer: started once this daemon holds the state dir's lock
         self.executor = executor
         self.clock = clock
         self.kill_wait = kill_wait  # SIGTERM -> SIGKILL when stopping for any reason but preemption
@@ -159,6 +161,10 @@ class Daemon:
         for job in self.store.record_cycle(decisions, now, snap):
             try:
                 self.store.set_pids(job.id, self.executor.launch(job))
+            except JobRefused as e:  # nothing ran: this daemon must not run the job (runas.py)
+                self.store.finish(job.id, FAILED, None, str(e), now)
+                report.ended[job.id] = FAILED
+                continue
             except NodeFailure as e:
                 self.executor.signal(self.store.job(job.id), signal.SIGKILL)
                 self.store.set_node_state(e.node, "drain", str(e), now)
@@ -200,6 +206,8 @@ class Daemon:
         except BlockingIOError:
             f.close()
             raise AdschedError(f"another adsched daemon is running on {self.store.state_dir}") from None
+        if self.server is not None:
+            self.server.start()
         return f
 
 

@@ -23,7 +23,7 @@ from adsched.errors import InvalidRequest, NotFound
 from adsched.core.explain import Explanation, explain
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
-from .auth import authorize
+from .auth import authorize, lock_down_state
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"
@@ -193,6 +193,8 @@ class Store:
                 store.conn.execute("INSERT OR IGNORE INTO nodes(name) VALUES (?)", (node.name,))
             store._event(None, "init", {"cluster": config.name, "nodes": len(config.nodes)}, 0.0)
         store._config = config
+        if not memory and config.backend == "standalone":
+            lock_down_state(state_dir, cls.DB_NAME)  # only the daemon's user writes (or reads) the store
         return store
 
     def _migrate(self) -> None:

@@ -7,6 +7,7 @@ the store, not in this object, so a restarted daemon picks up where the last one
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,29 +15,40 @@ import sys
 
 from adsched.standalone.store import JobRecord
 from . import RankEnd, checkpoint_file, job_dir, rank_env
+from .runas import Account, owner_env, run_as
 
 
 class LocalExecutor:
-    def __init__(self, state_dir: os.PathLike):
+    def __init__(self, state_dir: os.PathLike, owner_mode: bool = False):
         self.state_dir = os.path.abspath(state_dir)  # ranks run in their own workdir: no relative paths
+        self.owner_mode = owner_mode  # run each job as its owner (runas.py); `adsched run` sets it
         self._children: dict[int, subprocess.Popen] = {}  # reaped here so they don't linger as zombies
 
     def launch(self, job: JobRecord) -> dict[int, int]:
+        account = run_as(job, self.owner_mode)  # raises JobRefused before anything runs
         d = job_dir(self.state_dir, job.id)
         os.makedirs(d, exist_ok=True)
+        if account is not None:
+            _private_job_dir(d, account, checkpoint_file(self.state_dir, job.id))
         pids = {}
         for rank in range(len(job.allocations)):
             base = os.path.join(d, f"rank-{rank}")
             for suffix in (".rc", ".rc.tmp", ".rc.started"):
                 if os.path.exists(base + suffix):
                     os.remove(base + suffix)  # a requeued job starts clean
-            env = dict(os.environ)
-            env.update(rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir))
-            with open(base + ".out", "ab") as out, open(base + ".err", "ab") as err:
+            renv = rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir)
+            if account is None:
+                env, wrap, cwd = {**os.environ, **renv}, [], job.workdir if os.path.isdir(job.workdir) else None
+            else:  # the daemon's environment for the root wrapper; the job's goes to the owner only
+                env, cwd = dict(os.environ), "/"
+                wrap = ["--as", account.name, "--env-file", _write_private(base + ".env", owner_env(account, renv)),
+                        "--workdir", job.workdir]
+            out, err = (_output_file(base + suffix, account) for suffix in (".out", ".err"))
+            with out, err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "adsched.standalone.executors.rankwrap", base + ".rc", "--", *job.command],
-                    cwd=job.workdir if os.path.isdir(job.workdir) else None,
-                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+                    [sys.executable, "-m", "adsched.standalone.executors.rankwrap", base + ".rc", *wrap, "--",
+                     *job.command],
+                    cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
                 )
             self._children[proc.pid] = proc
             pids[rank] = proc.pid
@@ -91,3 +103,31 @@ def _alive(pid: int, children: dict[int, subprocess.Popen]) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _output_file(path: str, account: Account | None):
+    """A rank's .out/.err: private to the job's owner (never follows a link planted in its place)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if account is not None:
+        os.fchown(fd, account.uid, account.gid)
+    return os.fdopen(fd, "ab")
+
+
+def _write_private(path: str, env: dict[str, str]) -> str:
+    """The owner's environment for rankwrap: readable by the daemon's user only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(env, f)
+    return path
+
+
+def _private_job_dir(d: str, account: Account, checkpoint: str) -> None:
+    """jobs/ID stays the daemon's (so exit codes cannot be forged), passable by others (0711); the
+    owner gets an empty checkpoint file to touch (mtime 0: no checkpoint reported yet)."""
+    os.chmod(d, 0o711)
+    os.chmod(os.path.dirname(d), 0o711)
+    if not os.path.exists(checkpoint):
+        fd = os.open(checkpoint, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.fchown(fd, account.uid, account.gid)
+        os.close(fd)
+        os.utime(checkpoint, (0, 0))

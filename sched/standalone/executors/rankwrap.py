@@ -1,30 +1,45 @@
 """Run one rank and record its exit code in a file, so any later daemon can read it.
 
-    python -m adsched.standalone.executors.rankwrap RC_FILE -- CMD...
+    python -m adsched.standalone.executors.rankwrap RC_FILE [--as USER --env-file F --workdir D] -- CMD...
 
 It writes RC_FILE.started once the command runs (the gang start timeout looks for it).
 The wrapper outlives a daemon restart (it is in its own session) and keeps the exit code
 even if the daemon was not there to wait() for it. Signals sent to the rank's process
 group reach the command; the wrapper itself only waits and records.
+
+With `--as USER` (a root daemon running a user's job) the wrapper stays root, so the exit
+code it records lives where the user cannot forge it, and starts the command as USER: uid,
+gid and supplementary groups switched, then the workdir entered as USER (falling back to
+HOME, then /), with exactly the environment in the env file (written by the daemon, 0600,
+removed once read). The job's environment never reaches the root wrapper itself.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
 
+OPTIONS = ("--as", "--env-file", "--workdir")
+
 
 def main(argv: list[str]) -> int:
-    rc_file, sep, cmd = argv[0], argv[1], argv[2:]
+    rc_file, rest = argv[0], argv[1:]
+    options = {}
+    while rest and rest[0] in OPTIONS:
+        options[rest[0]] = rest[1]
+        rest = rest[2:]
+    sep, cmd = rest[0], rest[1:]
     assert sep == "--" and cmd
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # a handler (not SIG_IGN) so the child gets the default back
     try:
-        child = subprocess.Popen(cmd)
-    except OSError as e:
-        print(f"adsched: cannot run {cmd[0]!r}: {e.strerror}", file=sys.stderr)
+        child = subprocess.Popen(cmd, **(_as_user(options) if "--as" in options else {}))
+    except (OSError, subprocess.SubprocessError, LookupError) as e:
+        print(f"adsched: cannot run {cmd[0]!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         rc = 127
     else:
         open(rc_file + ".started", "w").close()
@@ -34,6 +49,32 @@ def main(argv: list[str]) -> int:
         f.write(str(rc))
     os.replace(tmp, rc_file)
     return 0
+
+
+def _as_user(options: dict[str, str]) -> dict:
+    """Popen arguments that start the command as the job's owner."""
+    user = options["--as"]
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise LookupError(f"no user {user!r} on this node") from None
+    env = {}
+    if "--env-file" in options:
+        with open(options["--env-file"]) as f:
+            env = json.load(f)
+        os.unlink(options["--env-file"])
+    places = [p for p in (options.get("--workdir"), pw.pw_dir, "/") if p]
+
+    def enter_workdir():  # runs in the child after the uid switch: only where the user may go
+        for place in places:
+            try:
+                os.chdir(place)
+                return
+            except OSError:
+                os.write(2, f"adsched: cannot enter {place!r} as {user}\n".encode(errors="replace"))
+
+    return dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
+                env=env, cwd="/", preexec_fn=enter_workdir)
 
 
 if __name__ == "__main__":
