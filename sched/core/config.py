@@ -134,6 +134,11 @@ class ClusterConfig:
         object.__setattr__(self, "_nodes_at_least", at_least)
         object.__setattr__(self, "_mig_most", mig)
         object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
+        whole = {n.name: n.whole_gpus for n in self.nodes}
+        object.__setattr__(self, "_leaf_sizes", tuple(
+            tuple(sorted((sum(1 for n in members if whole.get(n, 0) >= g) for members in self.leaves.values()),
+                         reverse=True))
+            for g in range(top + 1)))
 
     def nodes_with_at_least(self, gpus: int) -> int:
         """How many nodes have >= `gpus` whole GPUs in total (free or not)."""
@@ -142,13 +147,7 @@ class ClusterConfig:
 
     def leaf_sizes(self, gpus: int) -> tuple[int, ...]:
         """Per leaf, how many of its nodes have >= `gpus` whole GPUs; largest first."""
-        table = self.__dict__.setdefault("_leaf_sizes_cache", {})
-        sizes = table.get(gpus)
-        if sizes is None:
-            sizes = table[gpus] = tuple(sorted(
-                (sum(1 for n in members if self.node(n).whole_gpus >= gpus) for members in self.leaves.values()),
-                reverse=True))
-        return sizes
+        return self._leaf_sizes[gpus] if gpus < len(self._leaf_sizes) else ()
 
     def mig_slices(self, profile: str) -> int:
         """The most slices of `profile` one node offers (0: no node has it)."""
