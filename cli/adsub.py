@@ -5,43 +5,24 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from pathlib import Path
 
 import click
 
-from adsched.core.config import tomllib
 from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
 from adsched.backend import open_backend
+from adsched.specfile import load_job_file, read_spec_lines, request
 from adsched.standalone.auth import current_identity
 from adsched.standalone.remote import RemoteStore, needs_daemon
-from adsched.standalone.store import JobRecord, JobRequest, Store
+from adsched.standalone.store import JobRecord, Store
 from adsched.core.timefmt import format_duration
 
 from .common import json_option, library_errors, print_json, print_table, state_option
-
-JOB_FILE_KEYS = {"command", "nodes", "gpus_per_node", "gpus", "queue", "time", "name", "priority", "max_leaves",
-                 "workdir", "env", "array", "dependency", "signal", "no_requeue"}
 
 
 def _user() -> str:
     """The caller's real uid's name: $USER and $LOGNAME are not identity (anyone can set them)."""
     return current_identity().name
-
-
-def load_job_file(path: str) -> dict:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise InvalidRequest(f"{path}: cannot read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InvalidRequest(f"{path}: malformed TOML: {e}") from None
-    unknown = sorted(set(data) - JOB_FILE_KEYS)
-    if unknown:
-        raise InvalidRequest(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(JOB_FILE_KEYS))})")
-    if isinstance(data.get("command"), str):
-        data["command"] = shlex.split(data["command"])
-    return data
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,11 +49,13 @@ def main():
               help="Signal sent before a preemption kill, e.g. USR1@120 to checkpoint.  [default: the queue's]")
 @click.option("--no-requeue", is_flag=True, default=None, help="If preempted, cancel instead of requeueing.")
 @click.option("--test-only", is_flag=True, help="Print the estimated start and placement; submit nothing.")
+@click.option("--file", "spec_file", default=None, type=click.Path(dir_okay=False),
+              help="Submit every job spec of FILE (one JSON object or TOML inline table a line) at once.")
 @json_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @library_errors
 def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, max_leaves, priority, chdir,
-           array, dependency, signal, no_requeue, test_only, as_json, args):
+           array, dependency, signal, no_requeue, test_only, spec_file, as_json, args):
     """Submit a job: `adsub submit -N 4 -q train -- python train.py`, or a job TOML file.
 
     A job TOML file holds the same settings (command, nodes, gpus_per_node, gpus, queue,
@@ -90,16 +73,10 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
                        ("signal", signal), ("no_requeue", no_requeue)):
         if value is not None:
             spec[key] = value
-    gpus = spec.get("gpus")
-    if isinstance(gpus, str):  # --gpus 2 or --gpus 1g.10gb:2
-        if gpus.strip().lstrip("-").isdigit():
-            spec["gpus"] = int(gpus)
-        else:
-            spec["mig"] = spec.pop("gpus")
-    spec.setdefault("nodes", 1)
-    spec.setdefault("priority", 0)
-    spec["workdir"] = os.path.abspath(spec.get("workdir", "."))
-    req = JobRequest(command=command, user=_user(), **spec)
+    if spec_file:
+        _submit_file(state_dir, spec_file, spec, command, test_only, as_json)
+        return
+    req = request(spec, command, _user())
     backend = open_backend(state_dir)
     if test_only:
         if not isinstance(backend, (Store, RemoteStore)):
@@ -113,6 +90,37 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
         click.echo(f"Submitted job array {job_id}")
     else:
         click.echo(f"Submitted job {job_id}")
+
+
+def _submit_file(state_dir, path: str, flags: dict, command: list[str], test_only: bool, as_json: bool) -> None:
+    """`submit --file`: each line's spec with the flags over it, all in one transaction."""
+    if test_only:
+        raise InvalidRequest("--test-only takes one job, not --file")
+    if command:
+        raise InvalidRequest("--file takes the commands from the file; give none after it")
+    user = _user()
+    reqs = []
+    for spec in read_spec_lines(path):
+        line_command = spec.pop("command", [])
+        reqs.append(request({**spec, **flags}, line_command, user))
+    store = _standalone(state_dir)
+    ids = store.submit_many(reqs, time.time())
+    if as_json:
+        print_json({"job_ids": ids})
+    else:
+        click.echo(f"Submitted {len(ids)} jobs: {compress_ids(ids)}")
+
+
+def compress_ids(ids: list[int]) -> str:
+    """[1, 2, 3, 7] -> 1-3,7"""
+    parts, start = [], None
+    for i, job_id in enumerate(ids):
+        if start is None:
+            start = job_id
+        if i + 1 == len(ids) or ids[i + 1] != job_id + 1:
+            parts.append(str(start) if start == job_id else f"{start}-{job_id}")
+            start = None
+    return ",".join(parts)
 
 
 def _when(ts: float | None, now: float) -> str:
@@ -171,10 +179,11 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @library_errors
 def queue(state_dir, show_all, user, queue, as_json):
     """List jobs like squeue: pending and running (all with -a)."""
-    jobs = open_backend(state_dir).jobs(states=None if show_all else ("PENDING", "RUNNING"), user=user, queue=queue)
+    backend, states = open_backend(state_dir), None if show_all else ("PENDING", "RUNNING")
     if as_json:
-        print_json([j.to_dict() for j in jobs])
+        print_json([j.to_dict() for j in backend.jobs(states=states, user=user, queue=queue)])
         return
+    jobs = backend.listing(states=states, user=user, queue=queue)  # only the columns shown: fast on 10,000
     now = time.time()
     rows = [[j.id, j.queue, j.name[:20], j.user, SHORT.get(j.state, j.state), _elapsed(j, now), j.num_nodes,
              _gpus(j), j.nodelist if j.state != "PENDING" else f"({j.reason or 'None'})"] for j in jobs]

@@ -58,7 +58,6 @@ def print_table(headers: list[str], rows: list[list], file=None) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     out = file or sys.stdout
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()
-    click.echo(line, file=out)
-    for r in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    click.echo("\n".join(lines), file=out)  # one write: 10,000 rows in one echo, not 10,000

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import InvalidRequest, NotFound
 from .jobspec import JobRequest, build_job
-from adsched.slurm.client import Runner, SlurmClient, SlurmJob, SubmitSpec, local_runner
 from adsched.standalone.remote import RemoteStore, needs_daemon
 from adsched.standalone.store import JobRecord, Store
+
+if TYPE_CHECKING:  # the Slurm client (subprocess and all) is imported only for a Slurm cluster
+    from adsched.slurm.client import Runner, SlurmClient, SlurmJob
 
 
 class Backend(Protocol):
     def submit(self, req: JobRequest, now: float) -> int: ...
 
     def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]: ...
+
+    def listing(self, states=None, user=None, queue=None) -> list: ...
 
     def job(self, job_id: int) -> JobRecord: ...
 
@@ -31,12 +35,14 @@ class Backend(Protocol):
     def events(self, job_id: int | None = None) -> list[dict]: ...
 
 
-def open_backend(state_dir: str | Path, runner: Runner = local_runner) -> Backend:
+def open_backend(state_dir: str | Path, runner: "Runner | None" = None) -> Backend:
     if needs_daemon(state_dir):  # the store is another user's: ask its daemon (which knows our uid)
         return RemoteStore(state_dir)
     store = Store(state_dir)
     if store.config.backend == "slurm":
-        return SlurmBackend(store, SlurmClient(runner))
+        from adsched.slurm.client import SlurmClient, local_runner
+
+        return SlurmBackend(store, SlurmClient(runner or local_runner))
     return store
 
 
@@ -54,6 +60,8 @@ class SlurmBackend:
         for flag, value in (("--gpus PROFILE:N (MIG)", req.mig), ("--signal", req.signal)):
             if value:
                 raise InvalidRequest(f"{flag} is not supported on the Slurm backend yet")
+        from adsched.slurm.client import SubmitSpec
+
         job = build_job(self.config, req, now)  # the same checks as standalone; job_submit.lua checks again
         spec = SubmitSpec(
             command=list(req.command), nodes=job.num_nodes, gpus_per_node=job.gpus_per_node, partition=job.queue,
@@ -73,6 +81,8 @@ class SlurmBackend:
                 continue
             out.append(rec)
         return sorted(out, key=lambda r: r.id)
+
+    listing = jobs  # Store.listing's shape: JobRecords have every attribute a listing row has
 
     def job(self, job_id: int) -> JobRecord:
         j = self.client.job(job_id)

@@ -13,7 +13,7 @@ from adsched.core.config import ClusterConfig
 from .errors import InvalidRequest
 from .inputcheck import check_request
 from adsched.core.model import Job
-from adsched.core.schedule import validate_job
+from adsched.core.validate import validate_job
 from adsched.core.timefmt import parse_duration
 
 MAX_ARRAY_TASKS = 10_000  # like Slurm's MaxArraySize, a guard against a typo of 0-9999999

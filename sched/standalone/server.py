@@ -219,6 +219,16 @@ def _submit(store: Store, who: Identity, args: dict, now: float) -> int:
     return store.submit(req, now)
 
 
+@operation("submit_many")
+def _submit_many(store: Store, who: Identity, args: dict, now: float) -> list[int]:
+    raw = args.get("requests")
+    if not isinstance(raw, list):
+        raise InvalidRequest("requests: must be a list of job settings")
+    reqs = [request_from_wire(r, who) for r in raw]
+    check_may_run(store, who, now)
+    return store.submit_many(reqs, now)  # validates each (the first bad one is named), one transaction
+
+
 @operation("test_only")
 def _test_only(store: Store, who: Identity, args: dict, now: float) -> dict:
     return _explanation(store.test_only(request_from_wire(args.get("request"), who), now))

@@ -1,0 +1,130 @@
+"""Wall time of the commands users type most, as real processes (like timing sbatch/squeue).
+
+    python bench/submit.py [--cluster PATH] [--repeat 11] [--queue-jobs 10000] [--bulk-jobs 10000]
+
+Prints, each as the median over --repeat runs of the whole process (fork, exec, imports, work):
+  - `python -c pass` with the same interpreter: the floor every Python command pays here;
+  - one `adsub submit -q debug --gpus 1 -- true` into a store;
+  - `adsub queue` with --queue-jobs pending jobs in the store;
+  - `adsub submit --file F` of --bulk-jobs job specs (JSON lines) into a fresh store, as jobs/s.
+The adsub used is the one on PATH (this tree's after `pip install -e .`). Figures are printed,
+never asserted: this machine is shared, so runs vary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEMO = Path(__file__).resolve().parent.parent / "sched" / "examples" / "demo.toml"
+
+
+CPU = []  # (command, CPU seconds) of every run: user + system time of the child
+
+
+def wall(cmd: list[str], env: dict, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        times.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        CPU.append((cmd[1] if len(cmd) > 1 else cmd[0],
+                    after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime))
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(cmd[:3])} failed: {done.stderr.strip()}")
+    return times
+
+
+def cpu_since(mark: int) -> float:
+    return statistics.median(c for _, c in CPU[mark:])
+
+
+def init_state(adsched: str, cluster: Path, env: dict) -> str:
+    state = tempfile.mkdtemp(prefix="adsched-bench-")
+    subprocess.run([adsched, "init", "--cluster", str(cluster), "--state", state], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return state
+
+
+def spec_file(path: str, n: int) -> None:
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"command": ["true", str(i)], "queue": "debug", "gpus": 1 + i % 2,
+                                "time": "10:00", "name": f"bench{i}"}) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cluster", type=Path, default=DEMO)
+    ap.add_argument("--repeat", type=int, default=11)
+    ap.add_argument("--queue-jobs", type=int, default=10_000)
+    ap.add_argument("--bulk-jobs", type=int, default=10_000)
+    args = ap.parse_args()
+    adsub, adsched = shutil.which("adsub"), shutil.which("adsched")
+    if not adsub or not adsched:
+        sys.exit("adsub/adsched not on PATH (pip install -e . in a venv, then put its bin on PATH)")
+    env = dict(os.environ)
+    env.pop("ADSCHED_STATE", None)
+    # As after `pip install` (which compiles bytecode): let the children cache theirs, and warm it.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    work = tempfile.mkdtemp(prefix="adsched-bench-specs-")
+    states = []
+    try:
+        floor = wall([sys.executable, "-c", "pass"], env, args.repeat)
+        cpu = {"floor": cpu_since(0)}
+
+        state = init_state(adsched, args.cluster, env)
+        states.append(state)
+        one = [adsub, "submit", "--state", state, "-q", "debug", "--gpus", "1", "--", "true"]
+        wall(one, env, 1)  # warm the bytecode cache
+        mark = len(CPU)
+        submit = wall(one, env, args.repeat)
+        cpu["submit"] = cpu_since(mark)
+
+        specs = os.path.join(work, "jobs.jsonl")
+        spec_file(specs, args.queue_jobs)
+        state = init_state(adsched, args.cluster, env)
+        states.append(state)
+        wall([adsub, "submit", "--state", state, "--file", specs], env, 1)
+        mark = len(CPU)
+        queue = wall([adsub, "queue", "--state", state], env, args.repeat)
+        cpu["queue"] = cpu_since(mark)
+
+        spec_file(specs, args.bulk_jobs)
+        bulk, mark = [], len(CPU)
+        for _ in range(max(3, args.repeat // 3)):
+            state = init_state(adsched, args.cluster, env)
+            states.append(state)
+            bulk += wall([adsub, "submit", "--state", state, "--file", specs], env, 1)
+        cpu["bulk"] = cpu_since(mark)
+    finally:
+        for d in states + [work]:
+            shutil.rmtree(d, ignore_errors=True)
+
+    med = statistics.median
+    print(f"cluster {args.cluster.name}; whole-process wall time, median of {args.repeat} runs (min), "
+          "and the median CPU time (user + system)")
+    print(f"  python -c pass (the floor)           {med(floor) * 1e3:7.1f} ms (min {min(floor) * 1e3:6.1f})"
+          f"  cpu {cpu['floor'] * 1e3:6.1f} ms")
+    print(f"  adsub submit, one job                {med(submit) * 1e3:7.1f} ms (min {min(submit) * 1e3:6.1f})"
+          f"  cpu {cpu['submit'] * 1e3:6.1f} ms   goal <= 100 ms")
+    print(f"  adsub queue, {args.queue_jobs:,} pending           {med(queue) * 1e3:7.1f} ms (min {min(queue) * 1e3:6.1f})"
+          f"  cpu {cpu['queue'] * 1e3:6.1f} ms   goal <= 300 ms")
+    print(f"  adsub submit --file, {args.bulk_jobs:,} jobs   {med(bulk) * 1e3:7.1f} ms (min {min(bulk) * 1e3:6.1f})"
+          f"  cpu {cpu['bulk'] * 1e3:6.1f} ms")
+    print(f"    = {args.bulk_jobs / med(bulk):,.0f} jobs/s (best {args.bulk_jobs / min(bulk):,.0f}; "
+          f"{args.bulk_jobs / cpu['bulk']:,.0f} per CPU second)   goal >= 5,000 jobs/s")
+
+if __name__ == "__main__":
+    main()
