@@ -10,6 +10,7 @@ import click
 
 from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
+from adsched import jobrefs
 from adsched.backend import open_backend
 from adsched.specfile import load_job_file, read_spec_lines, request
 from adsched.standalone.auth import current_identity
@@ -185,8 +186,9 @@ def queue(state_dir, show_all, user, queue, as_json):
         return
     jobs = backend.listing(states=states, user=user, queue=queue)  # only the columns shown: fast on 10,000
     now = time.time()
-    rows = [[j.id, j.queue, j.name[:20], j.user, SHORT.get(j.state, j.state), _elapsed(j, now), j.num_nodes,
-             _gpus(j), j.nodelist if j.state != "PENDING" else f"({j.reason or 'None'})"] for j in jobs]
+    rows = [[label, j.queue, j.name[:20], j.user, SHORT.get(j.state, j.state), _elapsed(j, now), j.num_nodes,
+             _gpus(j), compress(j.nodelist.split(",")) if j.state != "PENDING" else f"({j.reason or 'None'})"]
+            for label, j, _ in jobrefs.group_arrays(jobs)]  # an array's pending tasks: one 123_[4-99%5] line
     print_table(["JOBID", "QUEUE", "NAME", "USER", "ST", "TIME", "NODES", "GPUS", "NODELIST(REASON)"], rows)
 
 
@@ -270,15 +272,15 @@ def checkpointed(state_dir, job_id):
 
 @main.command()
 @state_option
-@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True)
 @json_option
 @library_errors
 def cancel(state_dir, job_ids, as_json):
-    """Cancel jobs: pending ones at once, running ones when the daemon stops their ranks."""
-    backend = open_backend(state_dir)
-    results = {}
-    for job_id in job_ids:
-        results[job_id] = backend.cancel(job_id, time.time(), by=current_identity())
+    """Cancel jobs: pending ones at once, running ones when the daemon stops their ranks.
+
+    An array's id cancels every task; 123_4, 123_* and 123_[0-9] name tasks (as scancel).
+    """
+    results = jobrefs.cancel(open_backend(state_dir), list(job_ids), time.time(), by=current_identity())
     if as_json:
         print_json(results)
     else:
