@@ -134,12 +134,15 @@ def _warn(config) -> None:
         click.echo(f"warning: {w}", err=True)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @state_option
 @json_option
+@click.pass_context
 @library_errors
-def nodes(state_dir, as_json):
-    """List nodes with their leaf switch, state and GPUs in use (like sinfo -N)."""
+def nodes(ctx, state_dir, as_json):
+    """List nodes with their leaf switch, state and GPUs in use (like sinfo -N); drain or resume them."""
+    if ctx.invoked_subcommand:  # adsched nodes drain|resume ...
+        return
     rows = Store(state_dir).nodes()
     if as_json:
         print_json(rows)
@@ -194,6 +197,13 @@ main.add_command(hook)
 main.add_command(minicluster)
 main.add_command(sim)
 main.add_command(slurm)
+
+# sshare, scontrol update nodename, metrics: in admincmds.py
+from .admincmds import drain, resume, share  # noqa: E402
+
+main.add_command(share)
+nodes.add_command(drain)
+nodes.add_command(resume)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -288,5 +288,12 @@ def cancel(state_dir, job_ids, as_json):
             click.echo(f"job {job_id}: {state}")
 
 
+# sacct, sprio and scontrol hold/release/update: in usercmds.py
+from .usercmds import acct, prio  # noqa: E402
+
+main.add_command(acct)
+main.add_command(acct, "history")
+main.add_command(prio)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

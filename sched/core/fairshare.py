@@ -63,21 +63,26 @@ def factor(usage: Mapping[str, float], who: str, share: float, total: float | No
     return 2.0 ** (-(usage.get(who, 0.0) / total) / share)
 
 
-def factors(snapshot, config) -> tuple[dict[str, float], dict[str, float]]:
-    """Fair-share factor of every user and every queue for this cycle."""
+def shares(snapshot, config) -> tuple[dict[str, float], dict[str, float]]:
+    """The share of all decayed usage each user and each queue is entitled to (`adsched share`)."""
     users = set(snapshot.user_usage)
     users.update(j.user for j in snapshot.pending)
     users.update(r.job.user for r in snapshot.running)
-    total = sum(snapshot.user_usage.values())
     share = 1.0 / max(1, len(users))
-    by_user = {u: factor(snapshot.user_usage, u, share, total) for u in users}
-
     quotas = {name: q.quota_gpus for name, q in config.queues.items()}
     if all(v for v in quotas.values()):
         qsum = float(sum(quotas.values()))
-        shares = {name: v / qsum for name, v in quotas.items()}
+        queue_shares = {name: v / qsum for name, v in quotas.items()}
     else:
-        shares = {name: 1.0 / len(quotas) for name in quotas}
+        queue_shares = {name: 1.0 / len(quotas) for name in quotas}
+    return {u: share for u in users}, queue_shares
+
+
+def factors(snapshot, config) -> tuple[dict[str, float], dict[str, float]]:
+    """Fair-share factor of every user and every queue for this cycle."""
+    user_shares, queue_shares = shares(snapshot, config)
+    total = sum(snapshot.user_usage.values())
+    by_user = {u: factor(snapshot.user_usage, u, share, total) for u, share in user_shares.items()}
     qtotal = sum(snapshot.queue_usage.values())
-    by_queue = {name: factor(snapshot.queue_usage, name, s, qtotal) for name, s in shares.items()}
+    by_queue = {name: factor(snapshot.queue_usage, name, s, qtotal) for name, s in queue_shares.items()}
     return by_user, by_queue

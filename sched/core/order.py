@@ -23,6 +23,28 @@ from .fairshare import gpu_equiv
 from .model import Job
 
 
+def priority_factors(
+    job: Job,
+    config: ClusterConfig,
+    now: float,
+    user_factor: Mapping[str, float] | None = None,
+    queue_factor: Mapping[str, float] | None = None,
+    total_gpus: int | None = None,
+) -> dict[str, float]:
+    """Each weighted term of the score (`adsub prio` shows them); priority_score is their sum."""
+    s = config.scheduler
+    terms = {"priority": s.weight_priority * job.priority, "age": 0.0, "fairshare": 0.0, "size": 0.0}
+    if s.weight_age:
+        terms["age"] = s.weight_age * min(1.0, max(0.0, now - job.submit_time) / s.age_max)
+    if s.weight_fairshare:
+        fair = (user_factor or {}).get(job.user, 1.0) * (queue_factor or {}).get(job.queue, 1.0)
+        terms["fairshare"] = s.weight_fairshare * fair
+    if s.weight_size:
+        total = total_gpus or sum(n.whole_gpus for n in config.nodes) or 1
+        terms["size"] = s.weight_size * min(1.0, gpu_equiv(job) / total)
+    return terms
+
+
 def priority_score(
     job: Job,
     config: ClusterConfig,
@@ -31,17 +53,8 @@ def priority_score(
     queue_factor: Mapping[str, float] | None = None,
     total_gpus: int | None = None,
 ) -> float:
-    s = config.scheduler
-    score = s.weight_priority * job.priority
-    if s.weight_age:
-        score += s.weight_age * min(1.0, max(0.0, now - job.submit_time) / s.age_max)
-    if s.weight_fairshare:
-        fair = (user_factor or {}).get(job.user, 1.0) * (queue_factor or {}).get(job.queue, 1.0)
-        score += s.weight_fairshare * fair
-    if s.weight_size:
-        total = total_gpus or sum(n.whole_gpus for n in config.nodes) or 1
-        score += s.weight_size * min(1.0, gpu_equiv(job) / total)
-    return score
+    t = priority_factors(job, config, now, user_factor, queue_factor, total_gpus)
+    return t["priority"] + t["age"] + t["fairshare"] + t["size"]
 
 
 class _Memo(dict):
