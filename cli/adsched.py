@@ -64,12 +64,16 @@ def init(state_dir, cluster_path):
 @click.option("--ssh-port", type=int, default=22, show_default=True, help="SSH executor: port on the nodes.")
 @click.option("--ssh-key", default=None, type=click.Path(dir_okay=False), help="SSH executor: private key file.")
 @click.option("--ssh-known-hosts", default=None, type=click.Path(dir_okay=False),
-              help="SSH executor: known_hosts to verify nodes against (default: accept new keys).")
+              help="SSH executor: a known_hosts file checked besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts"
+                   " (a node whose host key none holds is refused).")
+@click.option("--ssh-accept-new-host-keys", is_flag=True,
+              help="SSH executor: trust a node's host key on first sight (OpenSSH's accept-new; a changed key is "
+                   "still refused). Only on a network you trust.")
 @click.option("--remote-python", default="python3", show_default=True,
               help="SSH executor: Python with adsched installed on the nodes.")
 @library_errors
 def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, ssh_key, ssh_known_hosts,
-        remote_python):
+        ssh_accept_new_host_keys, remote_python):
     """Run the scheduler daemon: cycles of reap -> schedule -> start.
 
     Ranks run on this host (`[standalone] executor = "local"`, the default) or on each
@@ -81,7 +85,8 @@ def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, s
 
         executor = SSHExecutor(state_dir, {n.name: n.address for n in store.config.nodes},
                                SSHSettings(user=ssh_user, port=ssh_port, key_file=ssh_key, python=remote_python,
-                                           known_hosts=ssh_known_hosts))
+                                           known_hosts=ssh_known_hosts, accept_new_host_keys=ssh_accept_new_host_keys),
+                               owner_mode=True)  # each job runs as its owner (with a root login)
     else:
         executor = LocalExecutor(state_dir, owner_mode=True)  # each job runs as its owner (if root)
 

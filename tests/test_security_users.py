@@ -21,12 +21,14 @@ import pytest
 from adsched.standalone.daemon import Daemon
 from adsched.standalone.executors.local import LocalExecutor
 from adsched.standalone.executors.runas import Account, JobRefused, run_as
+from adsched.standalone.executors.ssh import SSHExecutor
 from adsched.standalone.remote import socket_path
 from adsched.standalone.server import SocketServer
 from adsched.standalone.store import JobRequest, Store
 
 from helpers import wait_for
 from test_e2e_local import SMALL
+from test_ssh_executor import sshd  # noqa: F401  (a real sshd on loopback, with its host key known)
 from users import adsub, as_user, unix_users
 
 pytestmark = pytest.mark.users
@@ -91,6 +93,8 @@ def test_each_job_runs_as_its_owner_and_user_spoofing_changes_nothing(cluster, u
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.uid, 0o600)  # the output is the owner's
 
     # Everyone sees every job (as squeue shows all), under its real owner.
+    r = adsub(alice, "queue", "--state", cluster, "-a")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 3, r.stderr  # the table, through the daemon
     r = adsub(alice, "queue", "--state", cluster, "-a", "--json")
     assert r.exit_code == 0, r.stderr
     assert {j["id"]: j["user"] for j in json.loads(r.stdout)}.items() >= {jobs[alice]: alice.name, jobs[bob]: bob.name}.items()
@@ -207,3 +211,34 @@ def test_a_job_whose_owner_has_no_account_fails_without_running(tmp_path):
     assert report.ended == {job_id: "FAILED"} and job.state == "FAILED"
     assert job.reason == f"job {job_id} belongs to 'nosuchuser-adst', who has no account on this host"
     assert not marker.exists() and all(n["state"] == "up" for n in store.nodes())  # no node is blamed
+
+
+def test_over_ssh_each_job_runs_as_its_owner(users, sshd):
+    """A root login on the node switches to the job's owner there (rankwrap --as); the owner's env
+    reaches the rank through a file, never a shell line."""
+    alice, _ = users
+    base = _shared_dir()
+    try:
+        state = os.path.join(base, "state")
+        store = Store.init(state, SMALL)
+        ex = SSHExecutor(state, {n.name: "127.0.0.1" for n in store.config.nodes}, sshd, owner_mode=True)
+        canary = os.path.join(base, "canary")
+        hostile = f"$(touch {canary}); `touch {canary}`; ' \" \n;touch {canary}"
+        probe = ["sh", "-c", 'id -u; id -G; echo "$HOME"; pwd; printf "%s|" "$HOSTILE" "$1"', "sh", hostile]
+        job_id = store.submit(JobRequest(probe, user=alice.name, workdir=alice.home, env={"HOSTILE": hostile}),
+                              time.time())
+        Daemon(store, ex).run(until_idle=True, max_seconds=60)
+        ex.close()
+        job = store.job(job_id)
+        jobdir = os.path.join(state, "jobs", str(job_id))
+        assert job.state == "COMPLETED", (job.reason, {f: open(os.path.join(jobdir, f), errors="replace").read()
+                                                       for f in os.listdir(jobdir)})
+        out_path = os.path.join(state, "jobs", str(job_id), "rank-0.out")
+        uid, groups, home, cwd, rest = open(out_path).read().split("\n", 4)
+        assert (int(uid), tuple(sorted(map(int, groups.split()))), home, cwd) == \
+            (alice.uid, alice.groups, alice.home, alice.home)
+        assert rest == f"{hostile}|{hostile}|"  # the env value and the argument arrived as data
+        assert not os.path.exists(canary)
+        assert os.stat(out_path).st_uid == alice.uid
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -57,8 +58,11 @@ def sshd(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}")
+    # The node's host key, as an admin would record it (host keys are verified by default).
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {(d / 'host_key.pub').read_text().split()[0]} "
+                                   f"{(d / 'host_key.pub').read_text().split()[1]}\n")
     yield SSHSettings(user=os.environ.get("USER", "root") if os.getuid() else "root", port=port,
-                      key_file=str(d / "client_key"), python=sys.executable)
+                      key_file=str(d / "client_key"), python=sys.executable, known_hosts=str(d / "known_hosts"))
     proc.terminate()
     proc.wait(timeout=10)
 
@@ -104,3 +108,29 @@ def test_unreachable_node_is_drained_and_the_job_requeued(tmp_path, sshd):
     drained = [n for n in store.nodes() if n["state"] == "drain"]
     assert len(drained) == 1 and "127.0.0.1" in drained[0]["reason"]
     assert [e["kind"] for e in store.events(job_id)] == ["submit", "start", "requeue"]
+
+
+def test_an_unknown_host_key_is_refused_and_the_node_not_used(tmp_path, sshd):
+    store = Store.init(tmp_path, SMALL)
+    strict = replace(sshd, known_hosts=None)  # the system's and the user's known_hosts do not hold it
+    ex = SSHExecutor(tmp_path, {n.name: "127.0.0.1" for n in store.config.nodes}, strict)
+    job_id = store.submit(JobRequest(py("pass")), time.time())
+    assert Daemon(store, ex).cycle().started == []
+    job = store.job(job_id)
+    assert job.state == "PENDING" and job.restart_count == 1
+    drained = [n for n in store.nodes() if n["state"] == "drain"]
+    assert len(drained) == 1 and f"[127.0.0.1]:{sshd.port}" in drained[0]["reason"]
+    assert "is not in /etc/ssh/ssh_known_hosts or " in drained[0]["reason"]
+    assert drained[0]["reason"].endswith("refused (add it, e.g. ssh-keyscan, or pass --ssh-accept-new-host-keys)")
+    assert not (tmp_path / "jobs").exists()  # nothing ran there
+    ex.close()
+
+
+def test_accepting_new_host_keys_needs_the_flag(tmp_path, sshd):
+    store, _ = make(tmp_path, sshd)
+    ex = SSHExecutor(tmp_path, {n.name: "127.0.0.1" for n in store.config.nodes},
+                     replace(sshd, known_hosts=None, accept_new_host_keys=True))
+    job_id = store.submit(JobRequest(py("pass"), workdir=str(tmp_path)), time.time())
+    Daemon(store, ex).run(until_idle=True, max_seconds=60)
+    assert store.job(job_id).state == "COMPLETED", [n["reason"] for n in store.nodes()]
+    ex.close()

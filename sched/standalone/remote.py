@@ -138,6 +138,10 @@ class RemoteStore:
     def submit_many(self, reqs, now: float | None = None) -> list[int]:
         return self.call("submit_many", requests=[_request_dict(r) for r in reqs])
 
+    def listing(self, states=None, user=None, queue=None) -> list[Record]:
+        return [Record(j) for j in self.call("listing", states=list(states) if states else None, user=user,
+                                             queue=queue)]
+
     def job(self, job_id: int) -> Record:
         return Record(self.call("job", job_id=job_id))
 

@@ -244,6 +244,15 @@ def _jobs(store: Store, who: Identity, args: dict, now: float) -> list[dict]:
     return [j.to_dict() for j in jobs]
 
 
+@operation("listing")
+def _listing(store: Store, who: Identity, args: dict, now: float) -> list[dict]:
+    states = args.get("states")
+    if states is not None and (not isinstance(states, list) or not all(isinstance(s, str) for s in states)):
+        raise InvalidRequest("states: must be a list of state names")
+    rows = store.listing(states=tuple(states) if states else None, user=_text(args, "user"), queue=_text(args, "queue"))
+    return [r._asdict() for r in rows]
+
+
 @operation("job")
 def _job(store: Store, who: Identity, args: dict, now: float) -> dict:
     return store.job(_job_id(args)).to_dict()

@@ -9,6 +9,7 @@ stays on the node (or on the shared file system the state dir lives on).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal as signals
@@ -17,9 +18,10 @@ from dataclasses import dataclass
 
 import paramiko
 
-from adsched.errors import NodeFailure
+from adsched.errors import AdschedError, NodeFailure
 from adsched.standalone.store import JobRecord
 from . import RankEnd, job_dir, rank_env
+from .runas import Account, JobRefused, lookup, owner_env
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,41 @@ class SSHSettings:
     key_file: str | None = None
     python: str = "python3"  # the interpreter on the nodes
     connect_timeout: float = 10.0
-    known_hosts: str | None = None  # None: accept new host keys (a lab); set it in production
+    known_hosts: str | None = None  # checked besides /etc/ssh/ssh_known_hosts and ~/.ssh/known_hosts
+    accept_new_host_keys: bool = False  # True: trust a node's key on first sight (OpenSSH's accept-new)
+
+
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+
+
+class UnknownHostKey(paramiko.SSHException):
+    """A node offered a host key no known_hosts file holds (StrictHostKeyChecking=yes refuses it)."""
+
+
+class _AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Trust an unknown key for this daemon's life (a changed known key is still refused by paramiko)."""
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, files: list[str]):
+        self.files = files
+
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(
+            f"host key of {hostname} ({key.get_name()} {getattr(key, 'fingerprint', '')}) is not in "
+            f"{' or '.join(self.files)}: refused (add it, e.g. ssh-keyscan, or pass --ssh-accept-new-host-keys)")
 
 
 class SSHExecutor:
-    def __init__(self, state_dir: os.PathLike, addresses: dict[str, str], settings: SSHSettings = SSHSettings()):
+    def __init__(self, state_dir: os.PathLike, addresses: dict[str, str], settings: SSHSettings = SSHSettings(),
+                 owner_mode: bool = False):
         self.state_dir = os.path.abspath(state_dir)  # the same path on the nodes (a shared file system)
         self.addresses = addresses  # node name -> host
         self.settings = settings
+        self.owner_mode = owner_mode  # ranks run as the job's owner (runas.py); `adsched run` sets it
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._lock = threading.Lock()
 
@@ -49,11 +78,9 @@ class SSHExecutor:
             if client is not None and client.get_transport() and client.get_transport().is_active():
                 return client
             client = paramiko.SSHClient()
-            if self.settings.known_hosts:
-                client.load_host_keys(self.settings.known_hosts)
-                client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            else:
-                client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            files = self._load_known_hosts(client)
+            client.set_missing_host_key_policy(
+                _AcceptNew() if self.settings.accept_new_host_keys else _RejectUnknown(files))
             try:
                 client.connect(host, port=self.settings.port, username=self.settings.user,
                                key_filename=self.settings.key_file, timeout=self.settings.connect_timeout,
@@ -63,8 +90,26 @@ class SSHExecutor:
             self._clients[host] = client
             return client
 
-    def _run(self, node: str, command: str, timeout: float = 30.0) -> tuple[int, str, str]:
-        _, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
+    def _load_known_hosts(self, client: paramiko.SSHClient) -> list[str]:
+        """Host keys are verified as OpenSSH does: the system's and the user's known_hosts, plus ours."""
+        files = [SYSTEM_KNOWN_HOSTS, os.path.expanduser("~/.ssh/known_hosts")]
+        if self.settings.known_hosts:
+            files.append(self.settings.known_hosts)
+        for path in files:
+            try:
+                client.load_system_host_keys(path)  # read only: never written back
+            except FileNotFoundError:
+                pass
+            except (OSError, paramiko.SSHException) as e:
+                raise AdschedError(f"cannot read known_hosts {path}: {e}") from None
+        return files
+
+    def _run(self, node: str, command: str, timeout: float = 30.0, stdin: bytes | None = None) -> tuple[int, str, str]:
+        channel_in, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
+        if stdin is not None:  # data for the command (never part of the command line)
+            channel_in.write(stdin)
+            channel_in.flush()
+            channel_in.channel.shutdown_write()
         out, err = stdout.read().decode(), stderr.read().decode()
         return stdout.channel.recv_exit_status(), out, err
 
@@ -75,7 +120,21 @@ class SSHExecutor:
 
     # --- the executor interface -------------------------------------------------------
 
+    def _run_as(self, job: JobRecord) -> Account | None:
+        """As runas.run_as, for the login on the nodes: only a root login can switch to the job's owner."""
+        login = self.settings.user
+        if not self.owner_mode or job.user == login:
+            return None
+        account = lookup(job.user)
+        if account is None:
+            raise JobRefused(f"job {job.id} belongs to {job.user!r}, who has no account on this host")
+        if login != "root":
+            raise JobRefused(f"job {job.id} belongs to {job.user}; ranks log in to the nodes as {login}, not root, "
+                             f"and run only {login}'s jobs")
+        return account
+
     def launch(self, job: JobRecord) -> dict[int, int]:
+        account = self._run_as(job)  # raises JobRefused before anything runs
         d = job_dir(self.state_dir, job.id)
         pids = {}
         for rank, alloc in enumerate(job.allocations):
@@ -83,6 +142,9 @@ class SSHExecutor:
             env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]],
                            state_dir=self.state_dir)
             cmd = " ".join(shlex.quote(c) for c in job.command)
+            if account is not None:
+                pids[rank] = self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd)
+                continue
             script = (
                 f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} {shlex.quote(base + '.rc.started')} && "
                 f"cd {shlex.quote(job.workdir)} 2>/dev/null || cd /; "
@@ -97,6 +159,24 @@ class SSHExecutor:
                                                  f"{err.strip() or out.strip()}")
             pids[rank] = int(out.strip())
         return pids
+
+    def _launch_as(self, job: JobRecord, rank: int, node: str, account: Account, env: dict, cmd: str) -> int:
+        """A rank as the job's owner: root's rankwrap switches user on the node; the owner's environment
+        goes through stdin into a 0600 file (never onto a command line); output belongs to the owner."""
+        d = job_dir(self.state_dir, job.id)
+        q = {k: shlex.quote(f"{d}/rank-{rank}{k}") for k in (".rc", ".rc.started", ".out", ".err", ".env")}
+        script = (
+            f"umask 077; mkdir -p {shlex.quote(d)} && chmod 711 {shlex.quote(d)} {shlex.quote(os.path.dirname(d))} && "
+            f"rm -f {q['.rc']} {q['.rc.started']} && cat > {q['.env']} && touch {q['.out']} {q['.err']} && "
+            f"chown -- {shlex.quote(account.name + ':')} {q['.out']} {q['.err']} && "
+            f"cd / && {{ setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap {q['.rc']} "
+            f"--as {shlex.quote(account.name)} --env-file {q['.env']} --workdir {shlex.quote(job.workdir)} -- {cmd} "
+            f">>{q['.out']} 2>>{q['.err']} </dev/null & echo $!; }}"
+        )  # only the wrapper goes to the background: `cat` must read the env from this session's stdin
+        rc, out, err = self._run(node, script, stdin=json.dumps(env).encode())
+        if rc != 0 or not out.strip().isdigit():
+            raise NodeFailure(node, f"job {job.id} rank {rank}: launch on {node} failed: {err.strip() or out.strip()}")
+        return int(out.strip())
 
     def ended(self, job: JobRecord) -> list[RankEnd]:
         d = job_dir(self.state_dir, job.id)
