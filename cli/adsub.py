@@ -11,6 +11,7 @@ import click
 from adsched.errors import InvalidRequest
 from adsched.core.hostlist import compress
 from adsched import jobrefs
+from adsched.jobspec import check_workdir
 from adsched.backend import open_backend
 from adsched.specfile import load_job_file, read_spec_lines, request
 from adsched.standalone.auth import current_identity
@@ -79,6 +80,7 @@ def submit(state_dir, nodes, gpus_per_node, gpus, queue, time_limit, job_name, m
         return
     req = request(spec, command, _user())
     backend = open_backend(state_dir)
+    check_workdir(backend.config, req.workdir)  # here, as the submitter: the daemon may be root
     if test_only:
         if not isinstance(backend, (Store, RemoteStore)):
             raise InvalidRequest("--test-only needs the standalone backend (on Slurm: sbatch --test-only)")
@@ -105,6 +107,8 @@ def _submit_file(state_dir, path: str, flags: dict, command: list[str], test_onl
         line_command = spec.pop("command", [])
         reqs.append(request({**spec, **flags}, line_command, user))
     store = _standalone(state_dir)
+    for req in reqs:
+        check_workdir(store.config, req.workdir)
     ids = store.submit_many(reqs, time.time())
     if as_json:
         print_json({"job_ids": ids})

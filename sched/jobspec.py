@@ -4,6 +4,7 @@ Also the Slurm-style strings users type: arrays, dependencies, MIG, signals."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal as signals
 
@@ -174,3 +175,15 @@ def build_job(config: ClusterConfig, req: JobRequest, now: float, job_id: int = 
         raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith("InvalidRequest") else problem)
     return job
 
+
+def check_workdir(config: ClusterConfig, workdir: str) -> None:
+    """Refuse a working directory the ranks could not enter, when they run on this host (standalone,
+    local executor), so the submitter sees what they would; elsewhere the rank fails with a clear line."""
+    if config.backend != "standalone" or config.executor != "local":
+        return
+    if not os.path.exists(workdir):
+        raise InvalidRequest(f"-D/--chdir: {workdir}: no such directory")
+    if not os.path.isdir(workdir):
+        raise InvalidRequest(f"-D/--chdir: {workdir}: not a directory")
+    if not os.access(workdir, os.X_OK):
+        raise InvalidRequest(f"-D/--chdir: {workdir}: permission denied")

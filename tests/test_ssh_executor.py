@@ -96,6 +96,17 @@ def test_failed_rank_over_ssh_stops_the_gang(tmp_path, sshd):
     ex.close()
 
 
+def test_a_missing_workdir_on_the_node_fails_the_rank_with_a_clear_line(tmp_path, sshd):
+    store, ex = make(tmp_path, sshd)
+    job_id = store.submit(JobRequest(["true"], workdir="/nonexistent-adsched"), time.time())
+    Daemon(store, ex, kill_wait=2).run(until_idle=True, max_seconds=45)
+    job = store.job(job_id)
+    assert (job.state, job.exit_code) == ("FAILED", 1), job.reason
+    err = (tmp_path / "jobs" / str(job_id) / "rank-0.err").read_text()
+    assert err == "adsched: cannot enter working directory '/nonexistent-adsched': No such file or directory\n"
+    ex.close()
+
+
 def test_unreachable_node_is_drained_and_the_job_requeued(tmp_path, sshd):
     store = Store.init(tmp_path, SMALL)
     ex = SSHExecutor(tmp_path, {n.name: "127.0.0.1" for n in store.config.nodes},

@@ -38,7 +38,7 @@ class LocalExecutor:
                     os.remove(base + suffix)  # a requeued job starts clean
             renv = rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir)
             if account is None:
-                env, wrap, cwd = {**os.environ, **renv}, [], job.workdir if os.path.isdir(job.workdir) else None
+                env, wrap, cwd = {**os.environ, **renv}, ["--workdir", job.workdir], None
             else:  # the daemon's environment for the root wrapper; the job's goes to the owner only
                 env, cwd = dict(os.environ), "/"
                 wrap = ["--as", account.name, "--env-file", _write_private(base + ".env", owner_env(account, renv)),

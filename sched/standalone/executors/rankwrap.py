@@ -9,9 +9,12 @@ group reach the command; the wrapper itself only waits and records.
 
 With `--as USER` (a root daemon running a user's job) the wrapper stays root, so the exit
 code it records lives where the user cannot forge it, and starts the command as USER: uid,
-gid and supplementary groups switched, then the workdir entered as USER (falling back to
-HOME, then /), with exactly the environment in the env file (written by the daemon, 0600,
+gid and supplementary groups switched, then the workdir entered as USER (without --workdir:
+HOME, else /), with exactly the environment in the env file (written by the daemon, 0600,
 removed once read). The job's environment never reaches the root wrapper itself.
+
+A --workdir that cannot be entered fails the rank (exit 1) with one line in its stderr: the
+command never runs somewhere else.
 """
 
 from __future__ import annotations
@@ -36,19 +39,29 @@ def main(argv: list[str]) -> int:
     assert sep == "--" and cmd
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # a handler (not SIG_IGN) so the child gets the default back
-    try:
-        child = subprocess.Popen(cmd, **(_as_user(options) if "--as" in options else {}))
-    except (OSError, subprocess.SubprocessError, LookupError) as e:
-        print(f"adsched: cannot run {cmd[0]!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
-        rc = 127
-    else:
-        open(rc_file + ".started", "w").close()
-        rc = child.wait()
+    rc = _run(rc_file, options, cmd)
     tmp = rc_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(rc))
     os.replace(tmp, rc_file)
     return 0
+
+
+def _run(rc_file: str, options: dict[str, str], cmd: list[str]) -> int:
+    workdir = options.get("--workdir")
+    if workdir and "--as" not in options:  # the wrapper's own user: enter it here, never run elsewhere
+        try:
+            os.chdir(workdir)
+        except OSError as e:
+            print(f"adsched: cannot enter working directory {workdir!r}: {e.strerror}", file=sys.stderr)
+            return 1
+    try:
+        child = subprocess.Popen(cmd, **(_as_user(options) if "--as" in options else {}))
+    except (OSError, subprocess.SubprocessError, LookupError) as e:
+        print(f"adsched: cannot run {cmd[0]!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 127
+    open(rc_file + ".started", "w").close()
+    return child.wait()
 
 
 def _as_user(options: dict[str, str]) -> dict:
@@ -63,15 +76,23 @@ def _as_user(options: dict[str, str]) -> dict:
         with open(options["--env-file"]) as f:
             env = json.load(f)
         os.unlink(options["--env-file"])
-    places = [p for p in (options.get("--workdir"), pw.pw_dir, "/") if p]
+    workdir = options.get("--workdir")
 
     def enter_workdir():  # runs in the child after the uid switch: only where the user may go
-        for place in places:
-            try:
-                os.chdir(place)
-                return
-            except OSError:
-                os.write(2, f"adsched: cannot enter {place!r} as {user}\n".encode(errors="replace"))
+        if not workdir:
+            for place in (pw.pw_dir, "/"):
+                try:
+                    os.chdir(place)
+                    return
+                except OSError:
+                    pass
+            return
+        try:
+            os.chdir(workdir)
+        except OSError as e:  # the job asked for this directory: it never runs elsewhere
+            os.write(2, f"adsched: cannot enter working directory {workdir!r} as {user}: {e.strerror}\n"
+                     .encode(errors="replace"))
+            os._exit(1)
 
     return dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=os.getgrouplist(pw.pw_name, pw.pw_gid),
                 env=env, cwd="/", preexec_fn=enter_workdir)

@@ -146,11 +146,11 @@ class SSHExecutor:
                 pids[rank] = self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd)
                 continue
             script = (
-                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} {shlex.quote(base + '.rc.started')} && "
-                f"cd {shlex.quote(job.workdir)} 2>/dev/null || cd /; "
+                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} "
+                f"{shlex.quote(base + '.rc.started')} || exit 1; "
                 f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
                 f"setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap "
-                f"{shlex.quote(base + '.rc')} -- {cmd} "
+                f"{shlex.quote(base + '.rc')} --workdir {shlex.quote(job.workdir)} -- {cmd} "
                 f">>{shlex.quote(base + '.out')} 2>>{shlex.quote(base + '.err')} </dev/null & echo $!"
             )
             rc, out, err = self._run(alloc["node"], script)
