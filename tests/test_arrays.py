@@ -75,6 +75,7 @@ def test_bad_references_are_one_line_and_cancel_nothing(state, refs, want_exit, 
 
 def test_queue_folds_pending_tasks_and_compresses_node_lists(state):
     r = adsub(state, "queue")
+    assert r.exit_code == 0, r.output
     rows = [line.split()[0:1] + line.split()[4:5] + line.split()[-1:] for line in r.output.splitlines()[1:]]
     assert rows == [["1_0", "R", "node01"], ["1_1", "R", "node01"], ["1_[2-9%3]", "PD", "(None)"],
                     ["11", "R", "node[03-04]"], ["12_[0-2]", "PD", "(None)"]]

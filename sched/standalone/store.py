@@ -161,7 +161,7 @@ _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
 # What a job listing shows (Store.listing): JobRecord's attribute names, so a table reads either.
 LISTING_COLUMNS = ("id", "name", "user", "queue", "state", "reason", "num_nodes", "gpus_per_node", "mig_profile",
                    "mig_count", "time_limit", "priority", "submit_time", "start_time", "end_time", "exit_code",
-                   "nodelist", "array_id", "array_index", "restart_count")
+                   "nodelist", "array_id", "array_index", "array_throttle", "restart_count")
 _ListingRow = namedtuple("JobRow", LISTING_COLUMNS)
 
 
