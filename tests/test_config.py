@@ -41,6 +41,12 @@ def test_good_config():
     assert c.scheduler.default_queue == "q"
 
 
+@pytest.mark.parametrize("value, want_depth", [("4", 4), ("0", 0), ('"all"', float("inf"))])
+def test_reservation_depth_is_a_number_or_all(value, want_depth):
+    c = parse_config_text(GOOD + f"[scheduler]\nreservation_depth = {value}\n")
+    assert c.scheduler.reservation_depth == want_depth
+
+
 @pytest.mark.parametrize("patch,want", [
     ('[queues.explore]\nquota_gpus = -1\n', "queues.explore.quota_gpus: must be >= 0"),
     ('[queues.x]\nmax_time = "soon"\n', "queues.x.max_time: not a duration"),
@@ -51,6 +57,8 @@ def test_good_config():
     ('[switches.leafC]\nnodes = "n1"\n', "node n1 is already under switch leafA"),
     ('[[nodes]]\nnames = "n1"\n', "nodes[1].names: node n1 is defined twice"),
     ('[[nodes]]\nnames = "m[1-2]"\ngpus = -8\n', "nodes[1].gpus: must be >= 0"),
+    ('[scheduler]\nreservation_depth = "deep"\n', 'scheduler.reservation_depth: must be an integer >= 0 or "all"'),
+    ('[scheduler]\nreservation_depth = -1\n', "scheduler.reservation_depth: must be >= 0"),
 ])
 def test_validation_errors_have_key_paths(patch, want):
     with pytest.raises(ConfigError) as e:

@@ -68,8 +68,6 @@ class _Layout:
         # (busy bits per node, up per node) -> (free_mask, free, at_least, leaf_at_least) as
         # tuples: what a Capacity derives from them, for the next cycle with the same ones.
         self.derived: dict[tuple, tuple] = {}
-        # reserve.earliest's answers, keyed by everything the walk reads (see reserve._key).
-        self.earliest: dict[tuple, tuple] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
@@ -158,7 +156,7 @@ class Capacity:
         self.mig_free: dict[int, dict[str, int]] = {i: dict(f) for i, f in lay.mig_free.items()}
 
         # id(placement) -> (placement, its (node index, GPU bits)): the running jobs' placements,
-        # resolved once here for the what-ifs that give them back (reserve.earliest).
+        # resolved once here for the what-ifs that give them back (profile.py).
         self._resolved: dict[int, tuple[Placement, list[tuple[int, int]]]] = {}
         if snapshot is None or not (snapshot.running or snapshot.unavailable):
             self.at_least = list(lay.at_least)

@@ -75,6 +75,9 @@ class QueueSpec:
     preempt_signal: str = "TERM"
 
 
+ALL = float("inf")  # reservation_depth = "all": every blocked job gets a reservation
+
+
 @dataclass(frozen=True)
 class SchedulerSettings:
     default_queue: str = ""
@@ -83,8 +86,9 @@ class SchedulerSettings:
     backfill: bool = True  # False: strict priority order, the first blocked job blocks all after it
     topology_aware: bool = True  # False: first fit by node order, leaves ignored
     # Backfill reservations (Flux's reservation-depth): the first N blocked jobs get a
-    # place and a start time that later jobs may not delay. 0: plain greedy backfill.
-    reservation_depth: int = 1
+    # place and a start time that later jobs may not delay. 0: plain greedy backfill;
+    # 1: EASY; ALL (`reservation_depth = "all"`): conservative backfill, every blocked job.
+    reservation_depth: int | float = 1
     # Priority score (order.py): weight of each factor, every factor in [0, 1] except
     # the job's own priority, which counts per point.
     weight_age: float = 0.0
@@ -542,7 +546,14 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
             errs.add(f"scheduler.{key}", "must be true or false")
             value = True
         toggles[key] = value
-    depth = _int(errs, "scheduler.reservation_depth", table.get("reservation_depth", 1), 0)
+    depth = table.get("reservation_depth", 1)
+    if depth == "all":
+        depth = ALL
+    elif isinstance(depth, str):
+        errs.add("scheduler.reservation_depth", f'must be an integer >= 0 or "all", got {depth!r}')
+        depth = None
+    else:
+        depth = _int(errs, "scheduler.reservation_depth", depth, 0)
     weights = {}
     for key in _WEIGHTS:
         value = table.get(key, getattr(SchedulerSettings, key))

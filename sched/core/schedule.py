@@ -3,8 +3,9 @@
 Pure: no I/O, no clock (time comes in as `now`), no randomness. The same snapshot and
 config always give the same decisions. The phases:
 
-  1. Build this cycle's Capacity from the snapshot (never the live state), the Timeline
-     of running jobs' ends (reserve.py) and the running counts (quota.py).
+  1. Build this cycle's Capacity from the snapshot (never the live state) and the running
+     counts (quota.py); the availability profile (profile.py) is built when the first
+     reservation is sought.
   2. Order pending jobs (order.py): tier, priority score, submit time, id.
   3. Gate each job in that order, before any capacity is looked at: a job held until its
      begin time (the start backoff after a requeue; Job.begin_time), a request that can
@@ -14,8 +15,10 @@ config always give the same decisions. The phases:
   4. Admit the within-quota jobs in order: an all-or-nothing, topology-aware placement
      (place.py) that delays no reservation (reserve.py); a gang that fits starts whole.
      A blocked job goes to phase 5 at its turn; if it does not preempt and is among the
-     first `reservation_depth`, it gets a Reservation. Without backfill the first job that
-     cannot start blocks every job after it.
+     first `reservation_depth` ("all": every one), it gets a Reservation: the first time it
+     fits for its whole time limit on the profile (past DEEP reservations starts are
+     decided on the profile too: the same decisions, faster; Cycle._deep). Without backfill
+     the first job that cannot start blocks every job after it.
   5. Preemption (preempt.py), for a blocked within-quota gang at its turn in phase 4: if its
      queue may preempt (or reclaim borrowed GPUs) and it is among the first
      `preemption_depth` to look, choose a minimal victim set; the victims go to
@@ -43,7 +46,7 @@ from .preempt import may_preempt
 from .preempt import pool as victim_pool
 from .preempt import reason as preemption_reason
 from .quota import BORROW, WITHIN, Usage
-from .reserve import Timeline, earliest
+from .profile import Profile
 from .validate import validate_job  # noqa: F401  (also imported from here by callers)
 
 
@@ -88,14 +91,20 @@ class Cycle:
         self._chosen: set[int] = set()
         self._preemptors: set[int] = set()
         self._backfill_reserved = 0  # reservations counted against reservation_depth
+        self._busy: Capacity | None = None  # running and started only (_deep)
+        self._first: Reservation | None = None  # the earliest reservation (by start, then job id)
 
     def run(self) -> "Cycle":
         s, snap = self.settings, self.snapshot
 
         # Phase 1: this cycle's own view of free capacity, job ends and running counts.
         self.cap = Capacity(self.config, snap, self.memo)
-        reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
-        self.timeline = Timeline(snap.running, self.now) if reserving else None
+        self.reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
+        # The availability profile (profile.py), built when the first reservation is sought;
+        # until then the GPUs this cycle takes (placement, from, until) are noted for it.
+        self.profile: Profile | None = None
+        self._overdue = any(r.end_time <= self.now for r in snap.running)
+        self._taken: list[tuple[Placement, float, float]] = []
         # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).
         self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in snap.preempting
                                                  and (j.begin_time is None or j.begin_time <= self.now)))
@@ -193,7 +202,7 @@ class Cycle:
         self.decisions.pending_reasons[job.id] = reason
         if not self.settings.backfill:
             self.blocker = job.id
-        if job.mig is None and self.timeline is not None and (job.id == self.focus or not borrowing):
+        if job.mig is None and self.reserving and (job.id == self.focus or not borrowing):
             self._reserve(job)
 
     def _admit_mig(self, job: Job, borrowing: bool) -> str | None:
@@ -208,6 +217,8 @@ class Cycle:
 
     def _admit_gang(self, job: Job, borrowing: bool) -> str | None:
         """Start the job unless it fits nowhere that every reservation it overlaps allows."""
+        if self._deep():
+            return self._admit_on_profile(job, borrowing)
         end = self.now + job.time_limit
         res = self.decisions.reservations
         unsafe = self._unsafe.get(job.time_limit)
@@ -234,6 +245,57 @@ class Cycle:
             return None
         reason = self.failed[key] = self._why(job, picks.reason, unsafe)
         return reason
+
+    def _deep(self) -> bool:
+        """Past DEEP reservations, starts are decided on the profile: the Capacity's lending
+        what-ifs cost a pass over every reservation per job, the profile's a few heap steps.
+        Both decide the same start and placement (a start now fits [now, now + time limit)
+        on the GPUs no overlapping reservation holds: the window of the profile at now).
+        Not while a running job is past its time limit: the profile frees its GPUs at now
+        (a reservation may start then) but no job may start on them before it is reaped."""
+        if self.profile is None or len(self.decisions.reservations) <= DEEP or self._overdue:
+            return False
+        if self._busy is None:
+            # What runs or starts, without any reservation: tells a job blocked by reservations
+            # from one blocked by running jobs, for its pending reason.
+            self._busy = Capacity(self.config, self.snapshot, self.memo)
+            for s in self.decisions.starts:
+                if any(a.gpus for a in s.placement):
+                    self._busy.occupy(s.placement)
+        return True
+
+    def _admit_on_profile(self, job: Job, borrowing: bool) -> str | None:
+        found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
+                                      self.settings.topology_aware, until=self.now)
+        if found is not None:
+            self.cap.occupy(found[1])  # busy, whatever holds it overlaps (they start after it ends)
+            self._start(job, found[1], borrowing)
+            return None
+        key = (job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, self.generation)
+        reason = self.failed.get(key)
+        if reason is None:
+            reason = self.failed[key] = self._why_deep(job)
+        return reason
+
+    def _why_deep(self, job: Job) -> str:
+        """As _why: the reservation the job's run would overlap (the earliest) if running jobs
+        alone leave room for it; else why it fits nowhere now (counted on the profile, as
+        find_placement would count with the lending reservations lifted)."""
+        busy, N, G, topo = self._busy, job.num_nodes, job.gpus_per_node, self.settings.topology_aware
+        have = busy.at_least[G] if G <= busy.max_gpus else 0
+        verdict = would_place(busy, N, G, job.max_leaves, topo, have,
+                              [row[G] for row in busy.leaf_at_least] if G <= busy.max_gpus else [])
+        if verdict is None:
+            verdict = find_placement(busy, N, G, job.max_leaves, topo)
+        first = self._first
+        if not isinstance(verdict, NoFit) and first.start_time < self.now + job.time_limit:
+            return (f"Reservation: would delay job {first.job_id}, reserved from t={first.start_time:g} "
+                    f"on {_nodes(first.placement)}")
+        have, counts = self.profile.fitting_now(G, job.time_limit)
+        verdict = would_place(self.cap, N, G, job.max_leaves, topo, have, counts)
+        if isinstance(verdict, NoFit):
+            return verdict.reason
+        return f"Resources: needs {N} nodes with {G} free GPUs for {job.time_limit} s"
 
     # --- phase 5 -------------------------------------------------------------------------
 
@@ -279,9 +341,9 @@ class Cycle:
         """A Reservation at `now`: the GPUs its victims free go to no one else."""
         r = Reservation(job.id, self.now, placement)
         self.decisions.reservations.append(r)
+        self._note_first(r)
         self.cap.hold(job.id, placement)
-        if self.timeline is not None:
-            self.timeline.reserved(r, job.time_limit)
+        self._took(placement, self.now, self.now + job.time_limit)
         self._preemptors.add(job.id)
         self._unsafe.clear()
         self.generation += 1
@@ -341,33 +403,56 @@ class Cycle:
                 return  # strict FIFO reserves nothing
             if self._backfill_reserved >= self.settings.reservation_depth:
                 return
-        found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
+        if self.profile is None:
+            self.profile = Profile(self.cap, self.now, self.snapshot.running)
+            for placement, start, end in self._taken:
+                self.profile.occupy_placement(placement, start, end)
+        found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
+                                      self.settings.topology_aware)
         if found is None:
             return
         r = Reservation(job.id, found[0], found[1])
         res.append(r)
+        self._note_first(r)
         self._backfill_reserved += job.id != self.focus
         # With this new hold lifted too, the capacity is what it was before it: the fitting
         # counts known now stay right for the next generation (the job held nothing yet).
-        carried = {(g + 1, gpus, lifted | {job.id}): counts
-                   for (g, gpus, lifted), counts in self._fitting.items() if g == self.generation}
+        carried = {} if self._deep() else {
+            (g + 1, gpus, lifted | {job.id}): counts
+            for (g, gpus, lifted), counts in self._fitting.items() if g == self.generation}
         self.cap.hold(job.id, r.placement)
-        self.timeline.reserved(r, job.time_limit)
+        self._took(r.placement, r.start_time, r.start_time + job.time_limit)
         self._unsafe.clear()
         self.generation += 1
         if job.id not in self._preemptors:  # a preemptor's own hold would still be there
             self._fitting = carried
 
+    def _note_first(self, r: Reservation) -> None:
+        if self._first is None or (r.start_time, r.job_id) < (self._first.start_time, self._first.job_id):
+            self._first = r
+
     def _start(self, job: Job, placement: Placement, borrowing: bool) -> None:
         self.decisions.starts.append(Start(job.id, placement, borrowing))
         self.usage.add(job)
         self.generation += 1
-        if self.timeline is not None:
-            self.timeline.started(job, placement)
+        self._took(placement, self.now, self.now + job.time_limit)
+        if self._busy is not None and job.mig is None:
+            self._busy.occupy(placement)
+
+    def _took(self, placement: Placement, start: float, end: float) -> None:
+        """GPUs taken over [start, end) by a start or a reservation: the profile must know."""
+        if self.profile is not None:
+            self.profile.occupy_placement(placement, start, end)
+        elif self.reserving:
+            self._taken.append((placement, start, end))
 
 
 def _begin_time_reason(job: Job) -> str:
     return f"BeginTime: {job.begin_cause or 'not eligible before its begin time'}"
+
+
+# Reservations past which starts are decided on the profile (Cycle._deep).
+DEEP = 8
 
 
 def _jobs(ids: list[int]) -> str:
