@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def library_errors(fn):
             raise CommandError(f"{e.source}: {len(e.errors)} errors\n  " + "\n  ".join(e.errors), 2) from None
         except AdschedError as e:
             raise CommandError(str(e), e.exit_code) from None
+        except sqlite3.OperationalError as e:  # one the store did not name (StoreError is an AdschedError)
+            raise CommandError(f"the adsched store: {e}", 1) from None
 
     return wrapper
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from adsched.core import fairshare
 from adsched.core.config import ClusterConfig, parse_config_text
-from adsched.errors import InvalidRequest, NotFound
+from adsched.errors import AdschedError, InvalidRequest, NotFound
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
 from .auth import authorize, lock_down_state
@@ -197,6 +197,37 @@ def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
     return record
 
 
+class StoreError(AdschedError, sqlite3.OperationalError):
+    """SQLite could not use the store (permissions, a locked or broken file): one clear line for the
+    CLI, and still an OperationalError for code that handles those."""
+
+
+class StoreConnection(sqlite3.Connection):
+    """A connection whose OperationalErrors name the store file (sqlite3.connect(..., factory=))."""
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        self.path = str(database)
+
+    def _error(self, e: sqlite3.OperationalError) -> StoreError:
+        hint = ""
+        if "readonly" in str(e) or "unable to open" in str(e):
+            hint = " (this user may not write the state directory or its adsched.sqlite* files)"
+        return StoreError(f"cannot use the adsched store {self.path}: {e}{hint}")
+
+    def execute(self, *args):
+        try:
+            return super().execute(*args)
+        except sqlite3.OperationalError as e:
+            raise self._error(e) from None
+
+    def executemany(self, *args):
+        try:
+            return super().executemany(*args)
+        except sqlite3.OperationalError as e:
+            raise self._error(e) from None
+
+
 class Store:
     DB_NAME = "adsched.sqlite"
     CONFIG_NAME = "cluster.toml"
@@ -207,7 +238,7 @@ class Store:
             db_path = self.state_dir / self.DB_NAME
             if not db_path.exists():
                 raise NotFound(f"no adsched state in {self.state_dir} (run `adsched init` first)")
-            conn = sqlite3.connect(db_path, timeout=30)
+            conn = sqlite3.connect(db_path, timeout=30, factory=StoreConnection)
         self.conn = conn
         self._db = None
         self.conn.execute("PRAGMA busy_timeout = 30000")
@@ -240,7 +271,7 @@ class Store:
             store = cls(state_dir, sqlite3.connect(":memory:"))
         else:
             state_dir.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(state_dir / cls.DB_NAME, timeout=30)
+            conn = sqlite3.connect(state_dir / cls.DB_NAME, timeout=30, factory=StoreConnection)
             conn.execute("PRAGMA journal_mode = WAL")
             store = cls(state_dir, conn)
         with store.transaction():
