@@ -29,3 +29,8 @@ class NodeFailure(AdschedError):
     def __init__(self, node: str, message: str):
         super().__init__(message)
         self.node = node
+
+
+class StorageError(AdschedError):
+    """The state store cannot be read or written (disk full, read-only, I/O error): the
+    transaction in progress was rolled back, so nothing half-written remains."""

@@ -14,12 +14,14 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from adsched.errors import AdschedError, NodeFailure
+from adsched.errors import AdschedError, NodeFailure, StorageError
 from adsched.jobspec import SIGNALS, parse_signal
+from . import crashpoints, recovery
 from .executors import Executor, RankEnd
 from adsched.core.memo import Memo
 from .executors.runas import JobRefused
@@ -68,8 +70,9 @@ class Daemon:
         self.start_timeout = start_timeout
         self.start_tries = start_tries
         self.start_backoff = start_backoff
-        self._stopping: dict[int, Verdict] = {}  # jobs being stopped, and how they will end
+        self._stopping: dict[int, Verdict] = {}  # jobs being stopped, and how they will end (also in `stops`)
         self._memo = Memo()  # answers this daemon's cycles share (core/memo.py)
+        recovery.ensure_schema(store)
 
     def _decide(self, job: JobRecord, ends: list[RankEnd], now: float) -> Verdict | None:
         """Whether a running job is over (or must be stopped), and why. None: let it run."""
@@ -77,6 +80,11 @@ class Daemon:
             return Verdict(CANCELLED, "cancelled by user", None, now + self.kill_wait)
         if job.preempted_by:  # before the rank check: the preemption signal makes ranks exit non-zero
             return self._preemption_verdict(job, now)
+        lost = sorted({job.allocations[e.rank]["node"] for e in ends if e.node_lost})
+        if lost:  # a node died: drained, and the whole gang goes back to the queue
+            for node in lost:
+                self.store.set_node_state(node, "drain", f"not responding (job {job.id})", now)
+            return Verdict(REQUEUE, f"node {', '.join(lost)} stopped responding", None, now + self.kill_wait)
         failed = sorted((e for e in ends if e.exit_code != 0), key=lambda e: e.rank)
         if failed:  # the gang rule: the first failure decides, the other ranks are stopped
             e = failed[0]
@@ -114,19 +122,24 @@ class Daemon:
     def _stop(self, job: JobRecord, verdict: Verdict, now: float) -> None:
         """First call: send the verdict's signal; past its deadline: SIGKILL."""
         if job.id not in self._stopping:
+            recovery.save_stop(self.store, job.id, job.restart_count, verdict)  # before the signal: a restart resumes it
             self._stopping[job.id] = verdict
             self.executor.signal(job, verdict.signum)
+            crashpoints.hit("signal")
         elif now >= verdict.kill_at:
             self.executor.signal(job, signal.SIGKILL)
+            crashpoints.hit("kill")
 
     def _end(self, job: JobRecord, verdict: Verdict, ends: list[RankEnd], now: float) -> None:
-        self._stopping.pop(job.id, None)
+        was_stopping = self._stopping.pop(job.id, None) is not None
         if verdict.state == REQUEUE:
             self.store.requeue(job.id, verdict.reason, now, begin_time=verdict.begin_time,
                                start_try=verdict.start_try)
         else:
             code = verdict.exit_code if verdict.exit_code is not None else _job_exit_code(ends)
             self.store.finish(job.id, verdict.state, code, verdict.reason, now)
+        if was_stopping:
+            recovery.forget_stop(self.store, job.id)
 
     def cycle(self) -> CycleReport:
         now = self.clock()
@@ -186,9 +199,19 @@ class Daemon:
             on_cycle: Callable[[CycleReport], None] | None = None) -> None:
         with self._lock():
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            recovered = False
             while True:
-                report = self.cycle()
-                if on_cycle:
+                try:
+                    if not recovered:  # at start, and after a cycle the store cut short
+                        recovery.recover(self, self.clock())
+                        recovered = True
+                    report = self.cycle()
+                except StorageError as e:  # disk full, read-only: keep every job, retry next cycle
+                    if once:
+                        raise
+                    print(f"adsched: {e}; retrying", file=sys.stderr, flush=True)
+                    recovered, report = False, None
+                if on_cycle and report is not None:
                     on_cycle(report)
                 if once:
                     return

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Iterator
 
 from adsched.core import fairshare
 from adsched.core.config import ClusterConfig, parse_config_text
-from adsched.errors import AdschedError, InvalidRequest, NotFound
+from adsched.errors import InvalidRequest, NotFound, StorageError
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
 from .auth import authorize, lock_down_state
+from adsched.standalone import crashpoints
 
 if TYPE_CHECKING:
     from adsched.core.explain import Explanation
@@ -197,7 +198,7 @@ def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
     return record
 
 
-class StoreError(AdschedError, sqlite3.OperationalError):
+class StoreError(StorageError, sqlite3.OperationalError):
     """SQLite could not use the store (permissions, a locked or broken file): one clear line for the
     CLI, and still an OperationalError for code that handles those."""
 
@@ -295,13 +296,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:  # disk full, read-only, I/O error: all rolled back
+            where = "" if isinstance(e, StoreError) else f"state store {self.state_dir}: "
+            raise StorageError(f"{where}{e} (nothing was written)") from None
+        crashpoints.hit("commit")
 
     @property
     def config(self) -> ClusterConfig:
@@ -634,13 +641,19 @@ class Store:
             cur = self.conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, start_time = NULL, nodelist = '', cancel_requested = 0,"
                 " restart_count = restart_count + 1, borrowing = 0, begin_time = ?, begin_cause = ?,"
-                " start_tries = start_tries + ? WHERE id = ? AND state = ?",
+                " start_tries = start_tries + ? WHERE id = ? AND state = ? AND cancel_requested = 0",
                 (PENDING, reason, begin_time, reason if begin_time is not None else "", int(start_try), job_id,
                  RUNNING),
             )
             if cur.rowcount == 1:
                 self.conn.execute("DELETE FROM allocations WHERE job_id = ?", (job_id,))
                 self._event(job_id, "requeue", {"reason": reason, "begin_time": begin_time}, now)
+            # A cancel that came while the daemon was stopping the job wins: it does not run again.
+            elif self.conn.execute(
+                "UPDATE jobs SET state = ?, reason = 'cancelled by user', end_time = ? WHERE id = ? AND state = ?"
+                " AND cancel_requested = 1", (CANCELLED, now, job_id, RUNNING)
+            ).rowcount == 1:
+                self._event(job_id, "end", {"state": CANCELLED, "exit_code": None, "reason": "cancelled by user"}, now)
 
     def mark_preempted(self, victim: int, preemptor: int, reason: str, now: float) -> JobRecord | None:
         """Record the core's preemption decision; the daemon then stops the victim's ranks."""

@@ -19,6 +19,7 @@ class RankEnd:
     job_id: int
     rank: int
     exit_code: int  # negative: killed by that signal
+    node_lost: bool = False  # the rank's node stopped answering: its fate is unknown
 
 
 class Executor(Protocol):
@@ -36,6 +37,14 @@ class Executor(Protocol):
 
     def checkpoint_time(self, job: JobRecord) -> float | None:
         """When the job last touched its checkpoint file ($ADSCHED_CHECKPOINT_FILE), if known."""
+
+    def reconcile(self, job: JobRecord) -> dict[int, int]:
+        """After a daemon crash: {rank: pid} for this attempt's ranks the store has no pid for.
+
+        A rank wrapper still running is adopted; a rank that was never launched is launched
+        now (the start was recorded, so the whole gang is owed); one that ran and vanished
+        without an exit code is recorded as killed.
+        """
 
 
 def rank_env(job: JobRecord, rank: int, master_addr: str, state_dir: os.PathLike) -> dict[str, str]:
@@ -69,6 +78,15 @@ def rank_env(job: JobRecord, rank: int, master_addr: str, state_dir: os.PathLike
 
 def job_dir(state_dir: os.PathLike, job_id: int) -> str:
     return os.path.join(os.fspath(state_dir), "jobs", str(job_id))
+
+
+def rank_base(state_dir: os.PathLike, job: JobRecord, rank: int) -> str:
+    """STATE/jobs/ID/rank-R.TRY: the exit-code files of one attempt (restart) of one rank.
+
+    Per attempt, so a requeued job's new ranks never read (or are mistaken for) an earlier
+    attempt's, and a wrapper's command line says which attempt it belongs to.
+    """
+    return os.path.join(job_dir(state_dir, job.id), f"rank-{rank}.{job.restart_count}")
 
 
 def checkpoint_file(state_dir: os.PathLike, job_id: int) -> str:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 
+from adsched.standalone import crashpoints
 from adsched.standalone.store import JobRecord
-from . import RankEnd, checkpoint_file, job_dir, rank_env
+from . import RankEnd, checkpoint_file, job_dir, rank_base, rank_env
 from .runas import Account, owner_env, run_as
+
+RANKWRAP = "adsched.standalone.executors.rankwrap"
+_RC_PATH = re.compile(r"^(?P<job>\d+)/rank-\d+\.(?P<attempt>\d+)\.rc$")
 
 
 class LocalExecutor:
@@ -24,18 +29,16 @@ class LocalExecutor:
         self.owner_mode = owner_mode  # run each job as its owner (runas.py); `adsched run` sets it
         self._children: dict[int, subprocess.Popen] = {}  # reaped here so they don't linger as zombies
 
-    def launch(self, job: JobRecord) -> dict[int, int]:
+    def launch(self, job: JobRecord, ranks: list[int] | None = None) -> dict[int, int]:
         account = run_as(job, self.owner_mode)  # raises JobRefused before anything runs
         d = job_dir(self.state_dir, job.id)
         os.makedirs(d, exist_ok=True)
         if account is not None:
             _private_job_dir(d, account, checkpoint_file(self.state_dir, job.id))
         pids = {}
-        for rank in range(len(job.allocations)):
-            base = os.path.join(d, f"rank-{rank}")
-            for suffix in (".rc", ".rc.tmp", ".rc.started"):
-                if os.path.exists(base + suffix):
-                    os.remove(base + suffix)  # a requeued job starts clean
+        for rank in range(len(job.allocations)) if ranks is None else ranks:
+            out_base = os.path.join(d, f"rank-{rank}")
+            base = rank_base(self.state_dir, job, rank)  # this attempt's exit-code files
             renv = rank_env(job, rank, master_addr="127.0.0.1", state_dir=self.state_dir)
             if account is None:
                 env, wrap, cwd = {**os.environ, **renv}, ["--workdir", job.workdir], None
@@ -43,22 +46,55 @@ class LocalExecutor:
                 env, cwd = dict(os.environ), "/"
                 wrap = ["--as", account.name, "--env-file", _write_private(base + ".env", owner_env(account, renv)),
                         "--workdir", job.workdir]
-            out, err = (_output_file(base + suffix, account) for suffix in (".out", ".err"))
+            out, err = (_output_file(out_base + suffix, account) for suffix in (".out", ".err"))
             with out, err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "adsched.standalone.executors.rankwrap", base + ".rc", *wrap, "--",
-                     *job.command],
+                    [sys.executable, "-m", RANKWRAP, base + ".rc", *wrap, "--", *job.command],
                     cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
                 )
             self._children[proc.pid] = proc
             pids[rank] = proc.pid
+            crashpoints.hit("launch")
         return pids
 
+    def reconcile(self, job: JobRecord) -> dict[int, int]:
+        live = _rank_wrappers()
+        pids, never_launched = {}, []
+        for a in job.allocations:
+            if a.get("pid"):
+                continue
+            rc = rank_base(self.state_dir, job, a["rank"]) + ".rc"
+            if rc in live:
+                pids[a["rank"]] = live[rc]  # adopt it
+            elif os.path.exists(rc):
+                continue  # it ran and ended: `ended` reads its code
+            elif os.path.exists(rc + ".started"):
+                with open(rc, "w") as f:  # its wrapper vanished without a code: as if killed
+                    f.write(str(-signal.SIGKILL))
+            else:
+                never_launched.append(a["rank"])
+        if never_launched:
+            pids.update(self.launch(job, never_launched))
+        return pids
+
+    def sweep(self, keep: set[tuple[int, int]]) -> list[str]:
+        """Kill every rank wrapper of this state dir whose (job, attempt) is not in `keep`."""
+        prefix = os.path.join(self.state_dir, "jobs") + os.sep
+        killed = []
+        for rc, pid in _rank_wrappers().items():
+            m = _RC_PATH.match(rc[len(prefix):]) if rc.startswith(prefix) else None
+            if m and (int(m["job"]), int(m["attempt"])) not in keep:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                    killed.append(rc)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        return killed
+
     def ended(self, job: JobRecord) -> list[RankEnd]:
-        d = job_dir(self.state_dir, job.id)
         ends = []
         for a in job.allocations:
-            rc_path = os.path.join(d, f"rank-{a['rank']}.rc")
+            rc_path = rank_base(self.state_dir, job, a["rank"]) + ".rc"
             # Look at the process before the file: a wrapper that wrote its file and exited
             # between the two looks must not be taken for one that was killed.
             gone = bool(a.get("pid")) and not _alive(a["pid"], self._children)
@@ -70,8 +106,8 @@ class LocalExecutor:
         return ends
 
     def started(self, job: JobRecord) -> set[int]:
-        d = job_dir(self.state_dir, job.id)
-        return {a["rank"] for a in job.allocations if os.path.exists(os.path.join(d, f"rank-{a['rank']}.rc.started"))}
+        return {a["rank"] for a in job.allocations
+                if os.path.exists(rank_base(self.state_dir, job, a["rank"]) + ".rc.started")}
 
     def checkpoint_time(self, job: JobRecord) -> float | None:
         try:
@@ -102,7 +138,32 @@ def _alive(pid: int, children: dict[int, subprocess.Popen]) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An orphaned wrapper that ended but was never reaped (no init reaps in some containers)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _rank_wrappers() -> dict[str, int]:
+    """Live rank wrappers on this host: their exit-code file (which says job, rank, attempt) -> pid."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if RANKWRAP in args and args.index(RANKWRAP) + 1 < len(args) and not _zombie(int(entry)):
+            out[args[args.index(RANKWRAP) + 1]] = int(entry)
+    return out
 
 
 def _output_file(path: str, account: Account | None):

@@ -14,13 +14,14 @@ import os
 import shlex
 import signal as signals
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paramiko
 
 from adsched.errors import AdschedError, NodeFailure
+from adsched.standalone import crashpoints
 from adsched.standalone.store import JobRecord
-from . import RankEnd, job_dir, rank_env
+from . import RankEnd, job_dir, rank_base, rank_env
 from .runas import Account, JobRefused, lookup, owner_env
 
 
@@ -105,13 +106,23 @@ class SSHExecutor:
         return files
 
     def _run(self, node: str, command: str, timeout: float = 30.0, stdin: bytes | None = None) -> tuple[int, str, str]:
-        channel_in, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
-        if stdin is not None:  # data for the command (never part of the command line)
-            channel_in.write(stdin)
-            channel_in.flush()
-            channel_in.channel.shutdown_write()
-        out, err = stdout.read().decode(), stderr.read().decode()
-        return stdout.channel.recv_exit_status(), out, err
+        for attempt in (1, 2):  # a connection the node dropped is reopened once; then the node is lost
+            try:
+                channel_in, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
+                if stdin is not None:  # data for the command (never part of the command line)
+                    channel_in.write(stdin)
+                    channel_in.flush()
+                    channel_in.channel.shutdown_write()
+                out, err = stdout.read().decode(), stderr.read().decode()
+                return stdout.channel.recv_exit_status(), out, err
+            except (OSError, EOFError, paramiko.SSHException) as e:
+                with self._lock:
+                    dropped = self._clients.pop(self.addresses[node], None)
+                if dropped is not None:
+                    dropped.close()
+                if attempt == 2:
+                    raise NodeFailure(node, f"node {node} ({self.addresses[node]}) stopped answering: {e}") from None
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for c in self._clients.values():
@@ -133,38 +144,79 @@ class SSHExecutor:
                              f"and run only {login}'s jobs")
         return account
 
-    def launch(self, job: JobRecord) -> dict[int, int]:
+    def launch(self, job: JobRecord, ranks: list[int] | None = None) -> dict[int, int]:
         account = self._run_as(job)  # raises JobRefused before anything runs
+        pids: dict[int, int] = {}
+        try:
+            for rank, alloc in enumerate(job.allocations):
+                if ranks is None or rank in ranks:
+                    pids[rank] = self._launch_rank(job, rank, alloc, account)
+                    crashpoints.hit("launch")
+        except NodeFailure:  # the job is requeued: the ranks already launched must not run on
+            self.signal(replace(job, allocations=[{**a, "pid": pids.get(a["rank"])} for a in job.allocations]),
+                        signals.SIGKILL)
+            raise
+        return pids
+
+    def _launch_rank(self, job: JobRecord, rank: int, alloc: dict, account: Account | None) -> int:
         d = job_dir(self.state_dir, job.id)
-        pids = {}
-        for rank, alloc in enumerate(job.allocations):
-            base = f"{d}/rank-{rank}"
-            env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]],
-                           state_dir=self.state_dir)
-            cmd = " ".join(shlex.quote(c) for c in job.command)
-            if account is not None:
-                pids[rank] = self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd)
-                continue
-            script = (
-                f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} "
-                f"{shlex.quote(base + '.rc.started')} || exit 1; "
-                f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
-                f"setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap "
-                f"{shlex.quote(base + '.rc')} --workdir {shlex.quote(job.workdir)} -- {cmd} "
-                f">>{shlex.quote(base + '.out')} 2>>{shlex.quote(base + '.err')} </dev/null & echo $!"
-            )
-            rc, out, err = self._run(alloc["node"], script)
-            if rc != 0 or not out.strip().isdigit():
-                raise NodeFailure(alloc["node"], f"job {job.id} rank {rank}: launch on {alloc['node']} failed: "
-                                                 f"{err.strip() or out.strip()}")
-            pids[rank] = int(out.strip())
+        out_base, base = f"{d}/rank-{rank}", rank_base(self.state_dir, job, rank)
+        env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]],
+                       state_dir=self.state_dir)
+        cmd = " ".join(shlex.quote(c) for c in job.command)
+        if account is not None:
+            return self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd)
+        script = (
+            f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} "
+            f"{shlex.quote(base + '.rc.started')} || exit 1; "
+            f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
+            f"setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap "
+            f"{shlex.quote(base + '.rc')} --workdir {shlex.quote(job.workdir)} -- {cmd} "
+            f">>{shlex.quote(out_base + '.out')} 2>>{shlex.quote(out_base + '.err')} </dev/null & echo $!"
+        )
+        rc, out, err = self._run(alloc["node"], script)
+        if rc != 0 or not out.strip().isdigit():
+            raise NodeFailure(alloc["node"], f"job {job.id} rank {rank}: launch on {alloc['node']} failed: "
+                                             f"{err.strip() or out.strip()}")
+        return int(out.strip())
+
+    def reconcile(self, job: JobRecord) -> dict[int, int]:
+        by_node: dict[str, list[int]] = {}
+        for a in job.allocations:
+            if not a.get("pid"):
+                by_node.setdefault(a["node"], []).append(a["rank"])
+        pids, never_launched = {}, []
+        for node, ranks in by_node.items():
+            # One round trip per node: each rank's live wrapper pid, or whether it ran.
+            checks = []
+            for r in ranks:
+                rc = rank_base(self.state_dir, job, r) + ".rc"
+                q = shlex.quote(rc)
+                checks.append(
+                    f"p=$(ps -eo pid=,args= | grep -F -- {shlex.quote('rankwrap ' + rc + ' ')} | grep -v grep "
+                    f"| awk '{{print $1; exit}}'); "
+                    f"if [ -n \"$p\" ]; then echo {r} pid $p; elif [ -f {q} ]; then echo {r} ended; "
+                    f"elif [ -f {q}.started ]; then echo {-signals.SIGKILL} > {q}; echo {r} ended; "
+                    f"else echo {r} never; fi"
+                )
+            _, out, _ = self._run(node, "; ".join(checks))
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1] == "pid" and parts[2].isdigit():
+                    pids[int(parts[0])] = int(parts[2])
+                elif len(parts) == 2 and parts[1] == "never":
+                    never_launched.append(int(parts[0]))
+        if never_launched:
+            pids.update(self.launch(job, never_launched))
         return pids
 
     def _launch_as(self, job: JobRecord, rank: int, node: str, account: Account, env: dict, cmd: str) -> int:
         """A rank as the job's owner: root's rankwrap switches user on the node; the owner's environment
         goes through stdin into a 0600 file (never onto a command line); output belongs to the owner."""
         d = job_dir(self.state_dir, job.id)
-        q = {k: shlex.quote(f"{d}/rank-{rank}{k}") for k in (".rc", ".rc.started", ".out", ".err", ".env")}
+        out_base, base = f"{d}/rank-{rank}", rank_base(self.state_dir, job, rank)
+        q = {k: shlex.quote((out_base if k in (".out", ".err") else base) + k)
+             for k in (".rc", ".rc.started", ".out", ".err", ".env")}
         script = (
             f"umask 077; mkdir -p {shlex.quote(d)} && chmod 711 {shlex.quote(d)} {shlex.quote(os.path.dirname(d))} && "
             f"rm -f {q['.rc']} {q['.rc.started']} && cat > {q['.env']} && touch {q['.out']} {q['.err']} && "
@@ -179,7 +231,6 @@ class SSHExecutor:
         return int(out.strip())
 
     def ended(self, job: JobRecord) -> list[RankEnd]:
-        d = job_dir(self.state_dir, job.id)
         by_node: dict[str, list[dict]] = {}
         for a in job.allocations:
             by_node.setdefault(a["node"], []).append(a)
@@ -189,13 +240,17 @@ class SSHExecutor:
             # Look at the process before the file, as the local executor does.
             checks = []
             for a in allocs:
-                rc_file = shlex.quote(f"{d}/rank-{a['rank']}.rc")
+                rc_file = shlex.quote(rank_base(self.state_dir, job, a["rank"]) + ".rc")
                 pid = int(a.get("pid") or 0)
                 checks.append(
                     f"if kill -0 {pid} 2>/dev/null; then s=running; else s=gone; fi; "
                     f"if [ -f {rc_file} ]; then echo {a['rank']} rc $(cat {rc_file}); else echo {a['rank']} $s; fi"
                 )
-            rc, out, err = self._run(node, "; ".join(checks))
+            try:
+                rc, out, err = self._run(node, "; ".join(checks))
+            except NodeFailure:  # the daemon drains the node and requeues the gang
+                ends += [RankEnd(job.id, a["rank"], -signals.SIGKILL, node_lost=True) for a in allocs]
+                continue
             for line in out.splitlines():
                 parts = line.split()
                 if len(parts) >= 3 and parts[1] == "rc":
@@ -205,14 +260,17 @@ class SSHExecutor:
         return ends
 
     def started(self, job: JobRecord) -> set[int]:
-        d = job_dir(self.state_dir, job.id)
         up: set[int] = set()
         by_node: dict[str, list[int]] = {}
         for a in job.allocations:
             by_node.setdefault(a["node"], []).append(a["rank"])
         for node, ranks in by_node.items():
-            test = "; ".join(f"[ -f {shlex.quote(f'{d}/rank-{r}.rc.started')} ] && echo {r}" for r in ranks)
-            _, out, _ = self._run(node, test + "; true")
+            test = "; ".join(f"[ -f {shlex.quote(rank_base(self.state_dir, job, r) + '.rc.started')} ] && echo {r}"
+                             for r in ranks)
+            try:
+                _, out, _ = self._run(node, test + "; true")
+            except NodeFailure:
+                continue
             up |= {int(x) for x in out.split() if x.isdigit()}
         return up
 
@@ -225,4 +283,7 @@ class SSHExecutor:
             if a.get("pid"):
                 by_node.setdefault(a["node"], []).append(int(a["pid"]))
         for node, pids in by_node.items():
-            self._run(node, "; ".join(f"kill -{int(signum)} -- -{pid} 2>/dev/null" for pid in pids) + "; true")
+            try:
+                self._run(node, "; ".join(f"kill -{int(signum)} -- -{pid} 2>/dev/null" for pid in pids) + "; true")
+            except NodeFailure:
+                continue  # a lost node: its ranks are reported lost by `ended`

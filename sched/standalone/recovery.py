@@ -1,0 +1,110 @@
+"""Crash safety for the standalone daemon: what it must remember, and what it does on start.
+
+A start is recorded before any rank is launched (`record_cycle` commits the job RUNNING
+with its allocations and no pids): that row is the intent. The ranks' exit-code files are
+per attempt (STATE/jobs/ID/rank-R.TRY.rc) and a rank wrapper's command line names its file,
+so after a kill -9 the next daemon can tell, for every RUNNING job, which ranks are really
+running, which ended, and which were never launched (`recover`):
+
+- a live wrapper of the current attempt whose pid the store lacks is adopted;
+- a rank that was never launched is launched now (the gang's start was recorded);
+- a live wrapper of any other attempt, or of a job that is not RUNNING, is killed
+  (`Executor.sweep`): it can never run beside a requeued copy of itself.
+
+How a job is being stopped (the verdict: final state, reason, when SIGTERM turns into
+SIGKILL) is written to `stops` before the first signal goes out, so a grace period and a
+pending kill survive a restart, and a job killed for its time limit still ends TIMEOUT
+(not FAILED by the SIGTERM it got). Rows are per attempt: a stale one is ignored.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .store import RUNNING, Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .daemon import Daemon, Verdict
+
+STOPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stops (
+    job_id INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    state TEXT NOT NULL, reason TEXT NOT NULL, exit_code INTEGER, kill_at REAL NOT NULL,
+    signum INTEGER NOT NULL, begin_time REAL, start_try INTEGER NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+)
+"""
+
+
+@dataclass
+class Recovery:
+    adopted: dict[int, list[int]] = field(default_factory=dict)  # job -> ranks given a pid (found or launched)
+    stops: list[int] = field(default_factory=list)  # jobs whose stop was resumed
+    killed: list[str] = field(default_factory=list)  # orphaned wrappers killed
+
+
+def ensure_schema(store: Store) -> None:
+    if store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'stops'").fetchone() is None:
+        with store.transaction():
+            store.conn.execute(STOPS_SCHEMA)
+
+
+def save_stop(store: Store, job_id: int, attempt: int, verdict: "Verdict") -> None:
+    with store.transaction():
+        store.conn.execute(
+            "INSERT OR REPLACE INTO stops(job_id, attempt, state, reason, exit_code, kill_at, signum, begin_time,"
+            " start_try) VALUES (?,?,?,?,?,?,?,?,?)",
+            (job_id, attempt, verdict.state, verdict.reason, verdict.exit_code, verdict.kill_at,
+             int(verdict.signum), verdict.begin_time, int(verdict.start_try)),
+        )
+
+
+def forget_stop(store: Store, job_id: int) -> None:
+    with store.transaction():
+        store.conn.execute("DELETE FROM stops WHERE job_id = ?", (job_id,))
+
+
+def load_stops(store: Store) -> dict[int, "Verdict"]:
+    """The verdicts of RUNNING jobs' current attempts; rows of ended or earlier attempts are dropped."""
+    from .daemon import Verdict
+
+    out = {}
+    rows = store.conn.execute(
+        "SELECT s.job_id, s.state, s.reason, s.exit_code, s.kill_at, s.signum, s.begin_time, s.start_try"
+        " FROM stops s JOIN jobs j ON j.id = s.job_id WHERE j.state = ? AND j.restart_count = s.attempt",
+        (RUNNING,),
+    ).fetchall()
+    for job_id, state, reason, exit_code, kill_at, signum, begin_time, start_try in rows:
+        out[job_id] = Verdict(state, reason, exit_code, kill_at, signum=signal.Signals(signum),
+                              begin_time=begin_time, start_try=bool(start_try))
+    if store.conn.execute("SELECT COUNT(*) FROM stops").fetchone()[0] > len(out):
+        with store.transaction():
+            store.conn.execute(
+                "DELETE FROM stops WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = stops.job_id AND j.state = ?"
+                " AND j.restart_count = stops.attempt)", (RUNNING,))
+    return out
+
+
+def recover(daemon: "Daemon", now: float) -> Recovery:
+    """Reconcile the store with what really runs; called before the daemon's first cycle."""
+    store, executor = daemon.store, daemon.executor
+    report = Recovery()
+    ensure_schema(store)
+    daemon._stopping = load_stops(store)
+    running = store.jobs(states=(RUNNING,))
+    sweep = getattr(executor, "sweep", None)
+    if sweep is not None:  # first, so nothing of an earlier attempt runs while ranks are launched below
+        report.killed = sweep({(j.id, j.restart_count) for j in running})
+    for job in running:
+        if any(not a.get("pid") for a in job.allocations):
+            pids = executor.reconcile(job)
+            if pids:
+                store.set_pids(job.id, pids)
+                report.adopted[job.id] = sorted(pids)
+        verdict = daemon._stopping.get(job.id)
+        if verdict is not None:  # the first signal may never have gone out
+            executor.signal(store.job(job.id), verdict.signum if now < verdict.kill_at else signal.SIGKILL)
+            report.stops.append(job.id)
+    return report
