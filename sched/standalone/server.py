@@ -280,6 +280,31 @@ def _checkpointed(store: Store, who: Identity, args: dict, now: float) -> None:
     store.checkpointed(job_id, now)
 
 
+@operation("hold")
+def _hold(store: Store, who: Identity, args: dict, now: float) -> str:
+    from .jobctl import hold
+
+    return hold(store, _job_id(args), who, now)
+
+
+@operation("release")
+def _release(store: Store, who: Identity, args: dict, now: float) -> str:
+    from .jobctl import release
+
+    return release(store, _job_id(args), who, now)
+
+
+@operation("update")
+def _update(store: Store, who: Identity, args: dict, now: float) -> dict:
+    from .jobctl import update
+
+    priority = args.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidRequest(f"priority: must be an integer, got {priority!r}")
+    return update(store, _job_id(args), who, now, time_limit=_text(args, "time_limit"), priority=priority,
+                  queue=_text(args, "queue"))
+
+
 @operation("config")
 def _config(store: Store, who: Identity, args: dict, now: float) -> str:
     row = store.conn.execute("SELECT value FROM meta WHERE key = 'cluster_toml'").fetchone()

@@ -13,10 +13,11 @@ made on first use), and the core's explain/schedule modules are imported only wh
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections import namedtuple
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -89,6 +90,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN begin_cause TEXT NOT NULL DEFAULT '';
     """,
+    # 4: `adsub hold`: '' (not held), 'user' or 'admin' (only an admin releases an admin's hold)
+    """
+    ALTER TABLE jobs ADD COLUMN hold TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -130,10 +135,11 @@ class JobRecord:
     begin_time: float | None = None
     start_tries: int = 0
     begin_cause: str = ""
+    hold: str = ""  # jobctl.py: a held job is not eligible (the core sees an endless begin time)
     allocations: list[dict] = field(default_factory=list)
 
     def as_job(self) -> Job:
-        return Job(
+        job = Job(
             id=self.id, queue=self.queue, num_nodes=self.num_nodes, gpus_per_node=self.gpus_per_node,
             time_limit=self.time_limit, submit_time=self.submit_time, user=self.user, name=self.name,
             priority=self.priority, max_leaves=self.max_leaves, array_id=self.array_id,
@@ -142,6 +148,10 @@ class JobRecord:
             mig=(self.mig_profile, self.mig_count) if self.mig_profile else None,
             begin_time=self.begin_time, begin_cause=self.begin_cause,
         )
+        if self.hold:  # `adsub hold` (jobctl.py): never eligible until released, like Slurm's JobHeldUser
+            cause = f"JobHeld{'Admin' if self.hold == 'admin' else 'User'} (adsub release {self.id})"
+            return replace(job, begin_time=math.inf, begin_cause=cause)
+        return job
 
     def placement(self) -> tuple[NodeAlloc, ...]:
         return tuple(NodeAlloc(a["node"], tuple(a["gpus"]), tuple(map(tuple, a["slices"])))
