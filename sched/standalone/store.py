@@ -208,6 +208,17 @@ def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
     return record
 
 
+def node_status(state: str, gpus_used: int, gpus: int, has_jobs: bool) -> str:
+    """sinfo's word for a node: idle, mix, alloc; drain (drained), draining (jobs still on it), down."""
+    if state == "down":
+        return "down"
+    if state == "drain":
+        return "draining" if has_jobs else "drain"
+    if not has_jobs:
+        return "idle"
+    return "alloc" if gpus_used >= gpus else "mix"  # MIG slices count as mix: the node has room
+
+
 class StoreError(StorageError, sqlite3.OperationalError):
     """SQLite could not use the store (permissions, a locked or broken file): one clear line for the
     CLI, and still an OperationalError for code that handles those."""
@@ -490,7 +501,8 @@ class Store:
             st = states.get(n.name, {"state": "up", "reason": ""})
             out.append({"name": n.name, "leaf": n.leaf, "state": st["state"], "reason": st["reason"],
                         "gpus": n.gpus, "gpus_used": used.get(n.name, 0), "gpu_model": n.gpu_model,
-                        "jobs": jobs_on.get(n.name, [])})
+                        "jobs": jobs_on.get(n.name, []),
+                        "status": node_status(st["state"], used.get(n.name, 0), n.gpus, bool(jobs_on.get(n.name)))})
         return out
 
     def set_node_state(self, name: str, state: str, reason: str, now: float) -> None:
