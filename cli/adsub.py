@@ -9,6 +9,7 @@ import time
 import click
 
 from adsched.errors import InvalidRequest
+from adsched.inputcheck import printable
 from adsched.core.hostlist import compress
 from adsched import jobrefs
 from adsched.jobspec import check_workdir
@@ -44,14 +45,14 @@ def main():
 @click.option("-J", "--job-name", default=None, help="Job name.  [default: the command's name]")
 @click.option("--max-leaves", type=int, default=None, help="Run within at most this many leaf switches.")
 @click.option("--priority", type=int, default=None, help="Your own priority within the queue tier.")
-@click.option("-D", "--chdir", default=None, type=click.Path(), help="Working directory.  [default: here]")
+@click.option("-D", "--chdir", default=None, help="Working directory.  [default: here]")
 @click.option("-a", "--array", default=None, metavar="SPEC", help="A job array: 0-999%50 (at most 50 at once).")
 @click.option("-d", "--dependency", default=None, metavar="SPEC", help="afterok:ID[:ID],afterany:ID")
 @click.option("--signal", default=None, metavar="SIG[@SECS]",
               help="Signal sent before a preemption kill, e.g. USR1@120 to checkpoint.  [default: the queue's]")
 @click.option("--no-requeue", is_flag=True, default=None, help="If preempted, cancel instead of requeueing.")
 @click.option("--test-only", is_flag=True, help="Print the estimated start and placement; submit nothing.")
-@click.option("--file", "spec_file", default=None, type=click.Path(dir_okay=False),
+@click.option("--file", "spec_file", default=None,
               help="Submit every job spec of FILE (one JSON object or TOML inline table a line) at once.")
 @json_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -216,7 +217,7 @@ def show(state_dir, job_id, as_json):
               ("NodeList", job.nodelist or "-"), ("ExitCode", "-" if job.exit_code is None else job.exit_code),
               ("Command", shlex.join(job.command)), ("WorkDir", job.workdir)]
     for k, v in fields:
-        click.echo(f"{k:>12}: {v}")
+        click.echo(f"{k:>12}: {printable(v)}")  # a newline or escape in a value stays visible, on its line
     for a in job.allocations:
         gpus = f" gpus={','.join(map(str, a['gpus']))}" if a["gpus"] else ""  # unknown on Slurm
         click.echo(f"{'Rank ' + str(a['rank']):>12}: {a['node']}{gpus}")
@@ -293,14 +294,11 @@ def cancel(state_dir, job_ids, as_json):
 
 
 # sacct, sprio and scontrol hold/release/update: in usercmds.py
-from .usercmds import acct, hold, prio, release, update  # noqa: E402
+from .usercmds import acct, prio  # noqa: E402
 
 main.add_command(acct)
 main.add_command(acct, "history")
 main.add_command(prio)
-main.add_command(hold)
-main.add_command(release)
-main.add_command(update)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

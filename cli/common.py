@@ -13,6 +13,7 @@ import click
 
 from adsched.core.config import ConfigError
 from adsched.errors import AdschedError
+from adsched.inputcheck import printable
 
 
 class CommandError(click.ClickException):
@@ -58,7 +59,7 @@ def print_json(value) -> None:
 
 
 def print_table(headers: list[str], rows: list[list], file=None) -> None:
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [[c if c.isprintable() else printable(c) for c in map(str, row)] for row in rows]  # one value, one line
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     out = file or sys.stdout
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]

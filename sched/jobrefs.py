@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidRequest, NotFound
+from .jobspec import MAX_ARRAY_TASKS, MAX_JOB_ID
 
 ACTIVE = ("PENDING", "RUNNING")
 _REF = re.compile(r"^(\d+)(?:_(\d+|\*|\[[\d,\-]+\]))?$")
@@ -39,15 +40,19 @@ def parse_job_ref(text: str) -> JobRef:
     if not m:
         raise InvalidRequest(f"{text!r} is not a job id (123, or an array's tasks: 123_4, 123_*, 123_[0-9])")
     job_id, tail = int(m.group(1)), m.group(2)
+    if job_id > MAX_JOB_ID:
+        raise InvalidRequest(f"{text!r}: no such job id (too large)")
     if tail is None or tail == "*":
         return JobRef(job_id, None, text.strip())
-    if tail.isdigit():
+    if tail.isdecimal():
         return JobRef(job_id, (int(tail),), text.strip())
     tasks: list[int] = []
     for part in tail[1:-1].split(","):
         lo, _, hi = part.partition("-")
-        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+        if not lo.isdecimal() or (hi and not hi.isdecimal()) or (hi and int(hi) < int(lo)):
             raise InvalidRequest(f"{text!r}: bad task range {part!r}")
+        if int(hi or lo) - int(lo) + len(tasks) >= MAX_ARRAY_TASKS:  # a typo must not build a huge list
+            raise InvalidRequest(f"{text!r}: more than {MAX_ARRAY_TASKS} tasks")
         tasks.extend(range(int(lo), int(hi or lo) + 1))
     return JobRef(job_id, tuple(sorted(set(tasks))), text.strip())
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 
 from adsched.core.config import ClusterConfig
 from .errors import InvalidRequest
-from .inputcheck import check_request
+from .inputcheck import MAX_PATH_BYTES, check_request, check_text, printable
 from adsched.core.model import Job
 from adsched.core.validate import validate_job
 from adsched.core.timefmt import parse_duration
 
 MAX_ARRAY_TASKS = 10_000  # like Slurm's MaxArraySize, a guard against a typo of 0-9999999
+MAX_ARRAY_INDEX = 4_000_000  # Slurm's largest MaxArraySize - 1
+MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER: a larger id names no job
 
 _ARRAY = re.compile(r"^([\d,\-:]+)(?:%(\d+))?$")
 
@@ -35,6 +37,8 @@ def parse_array(text: str) -> tuple[list[int], int | None]:
         lo, hi, step = int(r.group(1)), int(r.group(2) or r.group(1)), int(r.group(3) or 1)
         if hi < lo or step < 1:
             raise InvalidRequest(f"--array: range {part!r} is empty")
+        if hi > MAX_ARRAY_INDEX:
+            raise InvalidRequest(f"--array: index {hi} is above {MAX_ARRAY_INDEX}")
         if (hi - lo) // step + 1 + len(indexes) > MAX_ARRAY_TASKS:
             raise InvalidRequest(f"--array: more than {MAX_ARRAY_TASKS} tasks")
         indexes.extend(range(lo, hi + 1, step))
@@ -43,6 +47,8 @@ def parse_array(text: str) -> tuple[list[int], int | None]:
     throttle = int(m.group(2)) if m.group(2) else None
     if throttle is not None and throttle < 1:
         raise InvalidRequest("--array: the %N throttle must be >= 1")
+    if throttle is not None and throttle > MAX_ARRAY_TASKS:
+        throttle = MAX_ARRAY_TASKS  # no more can run at once anyway
     return sorted(indexes), throttle
 
 
@@ -62,7 +68,7 @@ def parse_dependency(text: str) -> tuple[list[int], list[int]]:
         if current is None:
             raise InvalidRequest(f"--dependency: {text!r} is not like afterok:ID[:ID]")
         for i in ids.split(":"):
-            if not i.isdigit():
+            if not i.isdecimal() or int(i) > MAX_JOB_ID:
                 raise InvalidRequest(f"--dependency: {i!r} is not a job id")
             current.append(int(i))
     if not after_ok and not after_any:
@@ -91,7 +97,7 @@ def parse_signal(text: str) -> tuple[int, int | None]:
     name = name.removeprefix("SIG")
     if name not in SIGNALS:
         raise InvalidRequest(f"--signal: {name!r} is not one of {', '.join(SIGNALS)}")
-    if secs and not secs.isdigit():
+    if secs and not secs.isdecimal():
         raise InvalidRequest(f"--signal: {secs!r} is not a number of seconds")
     return SIGNALS[name], int(secs) if secs else None
 
@@ -181,9 +187,11 @@ def check_workdir(config: ClusterConfig, workdir: str) -> None:
     local executor), so the submitter sees what they would; elsewhere the rank fails with a clear line."""
     if config.backend != "standalone" or config.executor != "local":
         return
+    check_text("workdir", workdir, MAX_PATH_BYTES)  # a NUL or non-UTF-8 path: said as such
+    shown = printable(workdir)  # a newline in the path stays on the error's one line
     if not os.path.exists(workdir):
-        raise InvalidRequest(f"-D/--chdir: {workdir}: no such directory")
+        raise InvalidRequest(f"-D/--chdir: {shown}: no such directory")
     if not os.path.isdir(workdir):
-        raise InvalidRequest(f"-D/--chdir: {workdir}: not a directory")
+        raise InvalidRequest(f"-D/--chdir: {shown}: not a directory")
     if not os.access(workdir, os.X_OK):
-        raise InvalidRequest(f"-D/--chdir: {workdir}: permission denied")
+        raise InvalidRequest(f"-D/--chdir: {shown}: permission denied")

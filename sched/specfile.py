@@ -33,7 +33,10 @@ def check_keys(spec: dict, where: str) -> dict:
         raise InvalidRequest(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(JOB_FILE_KEYS))})")
     command = spec.get("command")
     if isinstance(command, str):
-        spec["command"] = command = shlex.split(command)
+        try:
+            spec["command"] = command = shlex.split(command)
+        except ValueError as e:  # an unclosed quote
+            raise InvalidRequest(f"{where}: command: {e}") from None
     if command is not None and not (isinstance(command, list) and all(isinstance(c, str) for c in command)):
         raise InvalidRequest(f"{where}: command must be a string or a list of strings")
     for key, value in spec.items():
@@ -63,6 +66,8 @@ def load_job_file(path: str) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except OSError as e:
         raise InvalidRequest(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise InvalidRequest(f"{path}: malformed TOML: {e}") from None
     return check_keys(data, path)
@@ -76,6 +81,8 @@ def read_spec_lines(path: str) -> list[dict]:
         raise InvalidRequest(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError:
         raise InvalidRequest(f"{path}: not UTF-8 text") from None
+    except ValueError:  # a NUL in the name
+        raise InvalidRequest(f"{path!r}: not a file name") from None
     specs = []
     loads = json.loads
     for n, line in enumerate(text.splitlines(), 1):
@@ -108,7 +115,7 @@ def request(spec: dict, command: list[str], user: str) -> JobRequest:
     spec = dict(spec)
     gpus = spec.get("gpus")
     if isinstance(gpus, str):  # --gpus 2 or --gpus 1g.10gb:2
-        if gpus.strip().lstrip("-").isdigit():
+        if gpus.strip().lstrip("-").isdecimal():
             spec["gpus"] = int(gpus)
         else:
             spec["mig"] = spec.pop("gpus")

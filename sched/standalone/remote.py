@@ -127,6 +127,9 @@ class RemoteStore:
     def submit(self, req, now: float | None = None) -> int:
         return self.call("submit", request=_request_dict(req))
 
+    def submit_many(self, reqs: list, now: float | None = None) -> list[int]:
+        return self.call("submit_many", requests=[_request_dict(r) for r in reqs])
+
     def test_only(self, req, now: float | None = None) -> Record:
         return Record(self.call("test_only", request=_request_dict(req)))
 
