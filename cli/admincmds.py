@@ -60,3 +60,20 @@ def drain(state_dir, node_exprs, reason, as_json):
 def resume(state_dir, node_exprs, reason, as_json):
     """Return drained or down nodes to service. Admins only."""
     _set_nodes(state_dir, node_exprs, "up", reason, as_json)
+
+
+@click.command()
+@state_option
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Write to this file (atomically) instead of printing.")
+@library_errors
+def metrics(state_dir, output):
+    """Prometheus text exposition: jobs by state and queue, GPUs per leaf, cycle durations, preemptions,
+    pending reasons. `adsched run --metrics-file PATH` writes it after every cycle."""
+    from adsched.standalone import metrics as exposition
+
+    text = exposition.exposition(local_store(state_dir))
+    if output:
+        exposition.write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)

@@ -71,9 +71,11 @@ def init(state_dir, cluster_path):
                    "still refused). Only on a network you trust.")
 @click.option("--remote-python", default="python3", show_default=True,
               help="SSH executor: Python with adsched installed on the nodes.")
+@click.option("--metrics-file", default=None, type=click.Path(dir_okay=False),
+              help="Write Prometheus metrics here after every cycle (node_exporter's textfile collector).")
 @library_errors
 def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, ssh_key, ssh_known_hosts,
-        ssh_accept_new_host_keys, remote_python):
+        ssh_accept_new_host_keys, remote_python, metrics_file):
     """Run the scheduler daemon: cycles of reap -> schedule -> start.
 
     Ranks run on this host (`[standalone] executor = "local"`, the default) or on each
@@ -90,6 +92,10 @@ def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, s
     else:
         executor = LocalExecutor(state_dir, owner_mode=True)  # each job runs as its owner (if root)
 
+    from adsched.standalone.metrics import MetricsWriter
+
+    metrics = MetricsWriter(store, metrics_file)  # the cycle-duration histogram, and the textfile
+
     server = None
     if store.config.backend == "standalone":
         lock_down_state(state_dir, Store.DB_NAME)
@@ -99,7 +105,9 @@ def run(state_dir, once, until_idle, max_seconds, verbose, ssh_user, ssh_port, s
             click.echo(f"adsched: the daemon runs as {me.name} (uid {me.uid}), not root: it runs only {me.name}'s "
                        f"jobs and refuses other users' submissions", err=True)
 
+
     def show(r: CycleReport):
+        metrics.after_cycle(r.now)
         if verbose and (r.started or r.ended):
             click.echo(f"{time.strftime('%H:%M:%S')} started={r.started} ended={r.ended} "
                        f"pending={r.pending} running={r.running}")
@@ -204,9 +212,10 @@ main.add_command(sim)
 main.add_command(slurm)
 
 # sshare, scontrol update nodename, metrics: in admincmds.py
-from .admincmds import drain, resume, share  # noqa: E402
+from .admincmds import drain, metrics, resume, share  # noqa: E402
 
 main.add_command(share)
+main.add_command(metrics)
 nodes.add_command(drain)
 nodes.add_command(resume)
 
