@@ -161,7 +161,7 @@ def nodes(ctx, state_dir, as_json):
         print_json(rows)
         return
     print_table(["NODE", "LEAF", "STATE", "GPUS", "USED", "MODEL", "JOBS"],
-                [[n["name"], n["leaf"], n["state"] + (f" ({n['reason']})" if n["reason"] else ""), n["gpus"],
+                [[n["name"], n["leaf"], n["status"] + (f" ({n['reason']})" if n["reason"] else ""), n["gpus"],
                   n["gpus_used"], n["gpu_model"], ",".join(map(str, n["jobs"])) or "-"] for n in rows])
 
 

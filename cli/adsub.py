@@ -294,11 +294,14 @@ def cancel(state_dir, job_ids, as_json):
 
 
 # sacct, sprio and scontrol hold/release/update: in usercmds.py
-from .usercmds import acct, prio  # noqa: E402
+from .usercmds import acct, hold, prio, release, update  # noqa: E402
 
 main.add_command(acct)
 main.add_command(acct, "history")
 main.add_command(prio)
+main.add_command(hold)
+main.add_command(release)
+main.add_command(update)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -104,3 +104,72 @@ def _span(seconds) -> str:
     from adsched.core.timefmt import format_duration
 
     return format_duration(seconds)
+
+
+def job_store(state_dir):
+    """The store, or the daemon for a user who cannot write it; standalone clusters only."""
+    from adsched.errors import InvalidRequest
+    from adsched.standalone.remote import RemoteStore, needs_daemon
+    from adsched.standalone.store import Store
+
+    store = RemoteStore(state_dir) if needs_daemon(state_dir) else Store(state_dir)
+    if store.config.backend != "standalone":
+        raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on "
+                             "Slurm (use scontrol hold|release|update there)")
+    return store
+
+
+def _each(state_dir, job_ids, action, as_json):
+    from adsched.standalone import jobctl
+    from adsched.standalone.auth import current_identity
+
+    store, who = job_store(state_dir), current_identity()
+    results = {job_id: getattr(jobctl, action)(store, job_id, who, time.time()) for job_id in job_ids}
+    if as_json:
+        print_json(results)
+    else:
+        for job_id, result in results.items():
+            click.echo(f"job {job_id}: {result}")
+
+
+@click.command()
+@state_option
+@click.argument("job_ids", metavar="JOBID...", type=int, nargs=-1, required=True)
+@json_option
+@library_errors
+def hold(state_dir, job_ids, as_json):
+    """Hold pending jobs: not started until released (like scontrol hold)."""
+    _each(state_dir, job_ids, "hold", as_json)
+
+
+@click.command()
+@state_option
+@click.argument("job_ids", metavar="JOBID...", type=int, nargs=-1, required=True)
+@json_option
+@library_errors
+def release(state_dir, job_ids, as_json):
+    """Release held jobs (a hold an admin put on your job: only an admin releases it)."""
+    _each(state_dir, job_ids, "release", as_json)
+
+
+@click.command()
+@state_option
+@click.argument("job_id", metavar="JOBID", type=int)
+@click.option("-t", "--time", "time_limit", default=None, help="New time limit (lower only, unless admin).")
+@click.option("--priority", type=int, default=None, help="New own priority (admins only).")
+@click.option("-q", "-p", "--queue", "--partition", "queue", default=None, help="New queue (pending jobs only).")
+@json_option
+@library_errors
+def update(state_dir, job_id, time_limit, priority, queue, as_json):
+    """Change a job's time limit, priority or queue (like scontrol update jobid=...)."""
+    from adsched.core.timefmt import format_duration
+    from adsched.standalone import jobctl
+    from adsched.standalone.auth import current_identity
+
+    changes = jobctl.update(job_store(state_dir), job_id, current_identity(), time.time(), time_limit=time_limit,
+                            priority=priority, queue=queue)
+    if as_json:
+        print_json({"job_id": job_id, "changes": changes})
+        return
+    show = lambda k, v: format_duration(v) if k == "time_limit" else v
+    click.echo(f"job {job_id}: " + ", ".join(f"{k} {show(k, old)} -> {show(k, new)}" for k, (old, new) in changes.items()))

@@ -136,11 +136,6 @@ class RemoteStore:
     def jobs(self, states=None, user=None, queue=None) -> list[Record]:
         return [Record(j) for j in self.call("jobs", states=list(states) if states else None, user=user, queue=queue)]
 
-    listing = jobs  # Store.listing's attributes, from the full records
-
-    def submit_many(self, reqs, now: float | None = None) -> list[int]:
-        return self.call("submit_many", requests=[_request_dict(r) for r in reqs])
-
     def listing(self, states=None, user=None, queue=None) -> list[Record]:
         return [Record(j) for j in self.call("listing", states=list(states) if states else None, user=user,
                                              queue=queue)]

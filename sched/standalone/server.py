@@ -224,16 +224,6 @@ def _submit_many(store: Store, who: Identity, args: dict, now: float) -> list[in
     raw = args.get("requests")
     if not isinstance(raw, list):
         raise InvalidRequest("requests: must be a list of job settings")
-    reqs = [request_from_wire(r, who) for r in raw]
-    check_may_run(store, who, now)
-    return store.submit_many(reqs, now)  # validates each (the first bad one is named), one transaction
-
-
-@operation("submit_many")
-def _submit_many(store: Store, who: Identity, args: dict, now: float) -> list[int]:
-    raw = args.get("requests")
-    if not isinstance(raw, list):
-        raise InvalidRequest("requests: must be a list of job settings")
     reqs = []
     for n, item in enumerate(raw, 1):
         try:
@@ -293,6 +283,31 @@ def _checkpointed(store: Store, who: Identity, args: dict, now: float) -> None:
     job_id = _job_id(args)
     authorize(store, who, job_id, "checkpoint", now)
     store.checkpointed(job_id, now)
+
+
+@operation("hold")
+def _hold(store: Store, who: Identity, args: dict, now: float) -> str:
+    from .jobctl import hold
+
+    return hold(store, _job_id(args), who, now)
+
+
+@operation("release")
+def _release(store: Store, who: Identity, args: dict, now: float) -> str:
+    from .jobctl import release
+
+    return release(store, _job_id(args), who, now)
+
+
+@operation("update")
+def _update(store: Store, who: Identity, args: dict, now: float) -> dict:
+    from .jobctl import update
+
+    priority = args.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+        raise InvalidRequest(f"priority: must be an integer, got {priority!r}")
+    return update(store, _job_id(args), who, now, time_limit=_text(args, "time_limit"), priority=priority,
+                  queue=_text(args, "queue"))
 
 
 @operation("config")

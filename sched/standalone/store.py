@@ -13,10 +13,11 @@ made on first use), and the core's explain/schedule modules are imported only wh
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections import namedtuple
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -89,6 +90,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN begin_cause TEXT NOT NULL DEFAULT '';
     """,
+    # 4: `adsub hold`: '' (not held), 'user' or 'admin' (only an admin releases an admin's hold)
+    """
+    ALTER TABLE jobs ADD COLUMN hold TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -130,10 +135,11 @@ class JobRecord:
     begin_time: float | None = None
     start_tries: int = 0
     begin_cause: str = ""
+    hold: str = ""  # jobctl.py: a held job is not eligible (the core sees an endless begin time)
     allocations: list[dict] = field(default_factory=list)
 
     def as_job(self) -> Job:
-        return Job(
+        job = Job(
             id=self.id, queue=self.queue, num_nodes=self.num_nodes, gpus_per_node=self.gpus_per_node,
             time_limit=self.time_limit, submit_time=self.submit_time, user=self.user, name=self.name,
             priority=self.priority, max_leaves=self.max_leaves, array_id=self.array_id,
@@ -142,6 +148,10 @@ class JobRecord:
             mig=(self.mig_profile, self.mig_count) if self.mig_profile else None,
             begin_time=self.begin_time, begin_cause=self.begin_cause,
         )
+        if self.hold:  # `adsub hold` (jobctl.py): never eligible until released, like Slurm's JobHeldUser
+            cause = f"JobHeld{'Admin' if self.hold == 'admin' else 'User'} (adsub release {self.id})"
+            return replace(job, begin_time=math.inf, begin_cause=cause)
+        return job
 
     def placement(self) -> tuple[NodeAlloc, ...]:
         return tuple(NodeAlloc(a["node"], tuple(a["gpus"]), tuple(map(tuple, a["slices"])))
@@ -196,6 +206,17 @@ def _record(row: dict, allocs: list[dict] | None = None) -> JobRecord:
     record = object.__new__(JobRecord)
     record.__dict__.update(row)
     return record
+
+
+def node_status(state: str, gpus_used: int, gpus: int, has_jobs: bool) -> str:
+    """sinfo's word for a node: idle, mix, alloc; drain (drained), draining (jobs still on it), down."""
+    if state == "down":
+        return "down"
+    if state == "drain":
+        return "draining" if has_jobs else "drain"
+    if not has_jobs:
+        return "idle"
+    return "alloc" if gpus_used >= gpus else "mix"  # MIG slices count as mix: the node has room
 
 
 class StoreError(StorageError, sqlite3.OperationalError):
@@ -482,7 +503,8 @@ class Store:
             st = states.get(n.name, {"state": "up", "reason": ""})
             out.append({"name": n.name, "leaf": n.leaf, "state": st["state"], "reason": st["reason"],
                         "gpus": n.gpus, "gpus_used": used.get(n.name, 0), "gpu_model": n.gpu_model,
-                        "jobs": jobs_on.get(n.name, [])})
+                        "jobs": jobs_on.get(n.name, []),
+                        "status": node_status(st["state"], used.get(n.name, 0), n.gpus, bool(jobs_on.get(n.name)))})
         return out
 
     def set_node_state(self, name: str, state: str, reason: str, now: float) -> None:
