@@ -9,7 +9,7 @@ import click
 
 from adsched.core.config import ConfigError
 
-from adsched.configfile import load_config
+from adsched.configfile import cluster_file, load_config
 from adsched.standalone.daemon import CycleReport, Daemon
 from adsched.standalone.demo import run_demo
 from adsched.errors import InvalidRequest
@@ -35,12 +35,12 @@ def main():
 @main.command()
 @state_option
 @click.option("--cluster", "cluster_path", required=True, type=click.Path(dir_okay=False),
-              help="The cluster TOML (nodes, switches, queues).")
+              help="The cluster TOML (nodes, switches, queues), or a shipped example's name (demo).")
 @library_errors
 def init(state_dir, cluster_path):
     """Create the state directory and store for a cluster (re-run to load a changed config)."""
     try:
-        text = Path(cluster_path).read_text()
+        text = cluster_file(cluster_path).read_text()
     except OSError as e:
         raise InvalidRequest(f"{cluster_path}: cannot read: {e.strerror}") from None
     try:
@@ -130,7 +130,8 @@ def config():
 @json_option
 @library_errors
 def config_check(path, as_json):
-    """Validate a cluster TOML; every error is listed with its key path (exit 2)."""
+    """Validate a cluster TOML (or a shipped example: demo, mini8, ...); every error is listed with its key
+    path (exit 2)."""
     c = load_config(path)
     summary = {"cluster": c.name, "nodes": len(c.nodes), "gpus": c.total_gpus, "leaves": len(c.leaves),
                "queues": list(c.queues), "warnings": list(c.warnings)}

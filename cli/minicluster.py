@@ -48,7 +48,7 @@ def minicluster():
 
 
 @minicluster.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config")
 @name_option
 @state_dir_option
 @click.option("--timeout", type=float, default=90.0, show_default=True,
@@ -56,7 +56,8 @@ def minicluster():
 @click.option("--nvidia-smi-xml", type=click.Path(exists=True, dir_okay=False), default=None,
               help="`nvidia-smi -q -x` output every node's prolog checks (default: GPU check off).")
 def up(config, name, state_dir, timeout, nvidia_smi_xml):
-    """Start the cluster of CONFIG and wait until every node is idle.
+    """Start the cluster of CONFIG (a cluster TOML, or a shipped example: mini8) and wait until every
+    node is idle.
 
     The adsched plugin is live: job_submit.lua, the prolog/epilog hooks, and the store they
     record in (/jobs/adsched-state in the containers: `adsub queue --state /jobs/adsched-state`).
@@ -112,10 +113,11 @@ def exec_(name, state_dir, timeout, user, cmd):
 
 
 @minicluster.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.argument("config")
 @click.argument("dest", type=click.Path(file_okay=False))
 @click.option("--subnet", default="10.78.0.0/24", show_default=True, help="The network of docker/compose.yml.")
 def render(config, dest, subnet):
-    """Write what docker/compose.yml mounts into DEST: etc-slurm/, munge.key and jobs/."""
+    """Write what docker/compose.yml mounts into DEST: etc-slurm/, munge.key and jobs/ (CONFIG: a cluster
+    TOML, or a shipped example: mini8)."""
     for path in _run(lambda: render_for_compose(config, dest, subnet)):
         click.echo(path)

@@ -1,6 +1,6 @@
 """A real Slurm 22.05 cluster in Docker containers on one machine, driven from Python.
 
-    with MiniCluster("tests/clusters/mini8.toml") as mc:      # up() ... down()
+    with MiniCluster("mini8") as mc:      # sched/examples/mini8.toml; up() ... down()
         r = mc.exec("srun -N 8 hostname", timeout=30)
         print(r.rc, r.stdout)
 
@@ -45,9 +45,10 @@ from pathlib import Path
 
 from adsched.core.config import ClusterConfig, ConfigError
 
-from adsched.configfile import load_config
+from adsched.configfile import cluster_file, load_config
 from adsched.slurm.render import EXECUTABLE, PluginSettings, render_all, render_plugin_files
 from adsched.standalone.store import Store
+from adsched.testbed.wheel import ProjectSource, WheelError, project_source
 
 LABEL = "adsched.minicluster"  # value: the instance name
 OWNER_LABEL = "adsched.minicluster.owner-pid"  # pid whose exit makes the objects leftovers; "0": persistent
@@ -273,26 +274,6 @@ def _sha(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def _project_root() -> Path:
-    root = Path(__file__).resolve().parent.parent.parent
-    if not (root / "pyproject.toml").exists():
-        raise MiniClusterError(f"the mini-cluster image is built from the source tree; no pyproject.toml in {root}")
-    return root
-
-
-def _source_hash(root: Path) -> str:
-    """Hash of everything that goes into the project's wheel."""
-    parts = [(root / "pyproject.toml").read_bytes()]
-    for folder in ("sched", "cli", "docker", "plugins"):
-        base = root / folder
-        if not base.is_dir():
-            continue
-        for p in sorted(base.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"):
-                parts += [str(p.relative_to(root)).encode(), p.read_bytes()]
-    return _sha(*parts)
-
-
 class Images:
     """Builds, caches and loads the two images (see module doc)."""
 
@@ -363,11 +344,9 @@ class Images:
                 old.unlink(missing_ok=True)
         self.log(f"minicluster: cached {tag} in {cache}")
 
-    def _wheels(self, root: Path, dest: Path) -> None:
-        """The project's wheel (pip wheel --no-deps) and its dependencies' wheels (cached) into dest."""
-        import tomllib  # noqa: PLC0415
-
-        deps = tomllib.loads((root / "pyproject.toml").read_text())["project"].get("dependencies", [])
+    def _wheels(self, source: ProjectSource, dest: Path) -> None:
+        """The project's wheel and its dependencies' wheels (cached) into dest."""
+        deps = source.dependencies()
         dep_dir = self.cache_dir / "wheels" / _sha(*(d.encode() for d in deps), sys.version.encode())
         pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
         if not dep_dir.is_dir():
@@ -381,23 +360,25 @@ class Images:
             os.replace(tmp, dep_dir)
         for whl in dep_dir.glob("*.whl"):
             shutil.copy(whl, dest)
-        # Build isolation: the wheel is built with pyproject's own build-system, whatever this Python has.
-        r = subprocess.run([*pip, "--no-deps", "-w", str(dest), str(root)],
-                           capture_output=True, text=True, timeout=600, check=False, cwd=tempfile.gettempdir())
-        if r.returncode != 0:
-            raise MiniClusterError(f"pip wheel --no-deps {root} failed:\n{r.stderr[-2000:]}")
+        try:
+            source.build_wheel(dest, pip)
+        except WheelError as e:
+            raise MiniClusterError(str(e)) from None
 
     def ensure_image(self) -> str:
         base = self.ensure_base()
-        root = _project_root()
+        try:  # the adsched running this: its source tree, or the installed distribution (wheel.py)
+            source = project_source()
+        except WheelError as e:
+            raise MiniClusterError(str(e)) from None
         files = {n: (_DOCKER_DIR / n).read_bytes() for n in ("Dockerfile", "entrypoint.sh")}
-        tag = f"{IMAGE_REPO}:{_sha(base.encode(), *files.values(), _source_hash(root).encode())}"
+        tag = f"{IMAGE_REPO}:{_sha(base.encode(), *files.values(), source.fingerprint().encode())}"
         if self._exists(tag):
             return tag
         self.log(f"minicluster: building {tag}")
         with tempfile.TemporaryDirectory(prefix="adsched-image-") as ctx:
             (Path(ctx) / "wheels").mkdir()
-            self._wheels(root, Path(ctx) / "wheels")
+            self._wheels(source, Path(ctx) / "wheels")
             for name, data in files.items():
                 (Path(ctx) / name).write_bytes(data)
             os.chmod(Path(ctx) / "entrypoint.sh", 0o755)
@@ -439,7 +420,7 @@ class MiniCluster:
         log=None,
         nvidia_smi_xml: str | None = None,
     ):
-        self.config_path = Path(config_path).resolve()
+        self.config_path = cluster_file(config_path).resolve()  # a path, or a shipped example's name
         try:
             self.config: ClusterConfig = load_config(self.config_path)
         except ConfigError as e:
