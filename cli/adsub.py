@@ -40,7 +40,8 @@ def main():
 @click.option("--gpus-per-node", type=int, default=None, help="GPUs per node.  [default: all of a node]")
 @click.option("--gpus", default=None, metavar="N|PROFILE:N",
               help="GPUs on one node (sub-node job), or MIG slices: --gpus 1g.10gb:2.")
-@click.option("-q", "--queue", default=None, help="Queue (partition).  [default: the cluster's default]")
+@click.option("-q", "-p", "--queue", "--partition", "queue", default=None,
+              help="Queue (partition).  [default: the cluster's default]")
 @click.option("-t", "--time", "time_limit", default=None, help="Time limit: MM, HH:MM:SS or D-HH:MM:SS.")
 @click.option("-J", "--job-name", default=None, help="Job name.  [default: the command's name]")
 @click.option("--max-leaves", type=int, default=None, help="Run within at most this many leaf switches.")
@@ -180,7 +181,7 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @state_option
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include ended jobs.")
 @click.option("-u", "--user", default=None, help="Only this user's jobs.")
-@click.option("-q", "--queue", default=None, help="Only this queue.")
+@click.option("-q", "-p", "--queue", "--partition", "queue", default=None, help="Only this queue (partition).")
 @json_option
 @library_errors
 def queue(state_dir, show_all, user, queue, as_json):

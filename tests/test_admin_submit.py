@@ -143,3 +143,10 @@ def test_real_processes_bulk_then_queue(state, tmp_path):
     r = subprocess.run([adsub_exe, "submit", "--state", state, "--file", bad], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_partition_is_another_name_for_queue(state):
+    assert adsub("submit", "--state", state, "-p", "debug", "--gpus", "1", "--", "true").exit_code == 0
+    assert adsub("submit", "--state", state, "--partition", "train", "--", "true").exit_code == 0
+    r = adsub("queue", "--state", state, "-p", "debug")
+    assert [line.split()[1] for line in r.output.splitlines()[1:]] == ["debug"]

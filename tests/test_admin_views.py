@@ -233,3 +233,23 @@ def test_real_processes_drain_then_acct(tmp_path):
     r = subprocess.run([adsched_exe, "nodes", "drain", "nodeX", "--reason", "x", "--state", state],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("prog,words,cword,want", [
+    ("adsub", "adsub h", 1, {"history", "hold"}),
+    ("adsub", "adsub acct --form", 2, {"--format"}),
+    ("adsched", "adsched nodes ", 2, {"drain", "resume"}),
+    ("adsched", "adsched sh", 1, {"share"}),
+])
+def test_shell_completion_of_the_installed_commands(prog, words, cword, want):
+    """click's completion protocol, as bash runs it on TAB (README: eval "$(_ADSUB_COMPLETE=bash_source adsub)")."""
+    exe = shutil.which(prog)
+    assert exe, f"{prog} not on PATH (see PROTOCOL)"
+    env = {"PATH": "/usr/bin:/bin", f"_{prog.upper()}_COMPLETE": "bash_complete", "COMP_WORDS": words,
+           "COMP_CWORD": str(cword)}
+    r = subprocess.run([exe], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert {line.split(",", 1)[1] for line in r.stdout.splitlines()} >= want
+    r = subprocess.run([exe], env={"PATH": "/usr/bin:/bin", f"_{prog.upper()}_COMPLETE": "bash_source"},
+                       capture_output=True, text=True, timeout=60)
+    assert f"complete -o nosort -F _{prog}_completion {prog}" in r.stdout
