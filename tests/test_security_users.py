@@ -102,6 +102,18 @@ def test_each_job_runs_as_its_owner_and_user_spoofing_changes_nothing(cluster, u
     bobs_out = os.path.join(cluster, "jobs", str(jobs[bob]), "rank-0.out")
     r = as_user(alice, lambda: open(bobs_out).read() and 0)
     assert r.exit_code == 71 and "PermissionError" in r.stderr
+    # ... nor the values of the other's env (they may hold secrets); the owner sees them.
+    job_file = os.path.join(os.path.dirname(cluster), "secret.toml")
+    with open(job_file, "w") as f:
+        f.write(f'command = "true"\nworkdir = "{bob.home}"\nenv = {{TOKEN = "s3cret"}}\n')
+    os.chmod(job_file, 0o644)
+    r = adsub(bob, "submit", "--state", cluster, "--json", job_file)
+    assert r.exit_code == 0, r.stderr
+    env_job = json.loads(r.stdout)["job_id"]
+    r = adsub(alice, "show", "--state", cluster, "--json", str(env_job))
+    assert json.loads(r.stdout)["env"] == {"TOKEN": "(hidden)"}
+    r = adsub(bob, "show", "--state", cluster, "--json", str(env_job))
+    assert json.loads(r.stdout)["env"] == {"TOKEN": "s3cret"}
 
 
 def test_only_the_owner_cancels(cluster, users):
@@ -240,5 +252,28 @@ def test_over_ssh_each_job_runs_as_its_owner(users, sshd):
         assert rest == f"{hostile}|{hostile}|"  # the env value and the argument arrived as data
         assert not os.path.exists(canary)
         assert os.stat(out_path).st_uid == alice.uid
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_daemon_started_by_a_user_says_it_runs_only_their_jobs(users):
+    from adsched.cli import adsched as adsched_cli
+
+    _, bob = users
+    base = _shared_dir()
+    try:
+        state = os.path.join(base, "state")
+        os.makedirs(state)
+        os.chown(state, bob.uid, bob.gid)
+
+        def bobs_daemon():
+            Store.init(state, SMALL)
+            adsched_cli.main(["run", "--state", state, "--once"], prog_name="adsched")
+
+        r = as_user(bob, bobs_daemon)
+        assert r.exit_code == 0, r.stderr
+        assert r.stderr == (f"adsched: the daemon runs as {bob.name} (uid {bob.uid}), not root: it runs only "
+                            f"{bob.name}'s jobs and refuses other users' submissions\n")
+        assert os.stat(os.path.join(state, Store.DB_NAME)).st_uid == bob.uid
     finally:
         shutil.rmtree(base, ignore_errors=True)

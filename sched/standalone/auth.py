@@ -18,7 +18,7 @@ import os
 import pwd
 from dataclasses import dataclass
 
-from adsched.errors import PermissionDenied
+from adsched.errors import InvalidRequest, PermissionDenied
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,9 @@ def lock_down_state(state_dir, db_name: str = "adsched.sqlite") -> None:
     Others can then only reach what they know the name of: the daemon's socket, and their own
     jobs' output files (which belong to them, 0600).
     """
-    os.chmod(state_dir, 0o711)
+    check_state_dir(state_dir)
+    if os.stat(state_dir).st_uid == os.geteuid():
+        os.chmod(state_dir, 0o711)
     for name in (db_name, db_name + "-wal", db_name + "-shm"):
         path = os.path.join(state_dir, name)
         if os.path.exists(path):
@@ -95,3 +97,16 @@ def lock_down_state(state_dir, db_name: str = "adsched.sqlite") -> None:
     jobs = os.path.join(state_dir, "jobs")
     if os.path.isdir(jobs):
         os.chmod(jobs, 0o711)
+
+
+def check_state_dir(state_dir) -> None:
+    """A state dir others may write to (like /tmp itself) would let them plant the socket or the
+    store's files: refuse it, before anything is created there."""
+    try:
+        st = os.stat(state_dir)
+    except FileNotFoundError:
+        return
+    # A sticky dir is a shared one (/tmp); one we do not own stays writable by whoever may write it.
+    if st.st_mode & 0o1000 or (st.st_uid != os.geteuid() and st.st_mode & 0o022):
+        raise InvalidRequest(f"state dir {state_dir} is writable by other users: keep the adsched state in a "
+                             f"directory of its own (e.g. {os.path.join(os.fspath(state_dir), 'adsched')})")

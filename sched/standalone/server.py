@@ -30,7 +30,7 @@ from adsched.core.config import ConfigError
 from adsched.errors import AdschedError, InvalidRequest, PermissionDenied
 from adsched.jobspec import JobRequest
 
-from .auth import Identity, authorize, identity_of
+from .auth import Identity, authorize, identity_of, may_act_on, store_owner_uid
 from .remote import MAX_MESSAGE, SocketAddress, socket_path
 from .store import Store
 
@@ -246,7 +246,7 @@ def _jobs(store: Store, who: Identity, args: dict, now: float) -> list[dict]:
         raise InvalidRequest("states: must be a list of state names")
     jobs = store.jobs(states=tuple(states) if states else None, user=_text(args, "user"),
                       queue=_text(args, "queue"))
-    return [j.to_dict() for j in jobs]
+    return [_shown(store, who, j) for j in jobs]
 
 
 @operation("listing")
@@ -260,7 +260,7 @@ def _listing(store: Store, who: Identity, args: dict, now: float) -> list[dict]:
 
 @operation("job")
 def _job(store: Store, who: Identity, args: dict, now: float) -> dict:
-    return store.job(_job_id(args)).to_dict()
+    return _shown(store, who, store.job(_job_id(args)))
 
 
 @operation("events")
@@ -321,6 +321,14 @@ def _config(store: Store, who: Identity, args: dict, now: float) -> str:
 @operation("nodes")
 def _nodes(store: Store, who: Identity, args: dict, now: float) -> list[dict]:
     return store.nodes()
+
+
+def _shown(store: Store, who: Identity, job) -> dict:
+    """A job as `who` may see it: everything, but another user's env values (they may hold secrets)."""
+    d = job.to_dict()
+    if d["env"] and not may_act_on(who, job.user, store.config.admins, store_owner_uid(store)):
+        d["env"] = {k: "(hidden)" for k in d["env"]}
+    return d
 
 
 def _explanation(e) -> dict:

@@ -26,7 +26,7 @@ from adsched.core.config import ClusterConfig, parse_config_text
 from adsched.errors import InvalidRequest, NotFound, StorageError
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
-from .auth import authorize, lock_down_state
+from .auth import authorize, check_state_dir, lock_down_state
 from adsched.standalone import crashpoints
 
 if TYPE_CHECKING:
@@ -292,6 +292,8 @@ class Store:
         if memory:
             store = cls(state_dir, sqlite3.connect(":memory:"))
         else:
+            if config.backend == "standalone":
+                check_state_dir(state_dir)  # before anything is created there
             state_dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(state_dir / cls.DB_NAME, timeout=30, factory=StoreConnection)
             conn.execute("PRAGMA journal_mode = WAL")
