@@ -10,6 +10,7 @@ import tempfile
 
 import pytest
 
+from adsched.errors import StorageError
 from adsched.standalone.store import JobRequest, Store, StoreError
 
 from test_e2e_local import SMALL
@@ -43,14 +44,13 @@ def test_a_store_the_user_may_open_but_not_use_is_one_clear_line(user, shared_st
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
-def test_store_errors_are_still_operational_errors(tmp_path):
-    """Code that handles sqlite3.OperationalError (e.g. a retry on a locked store) still sees them."""
+def test_a_locked_store_is_named_in_one_line(tmp_path):
     store = Store.init(tmp_path, SMALL)
     other = sqlite3.connect(tmp_path / Store.DB_NAME)
     other.execute("BEGIN EXCLUSIVE")
     store.conn.execute("PRAGMA busy_timeout = 50")
-    with pytest.raises(sqlite3.OperationalError) as e:
+    with pytest.raises(StorageError) as e:
         store.submit(JobRequest(["true"]), 1.0)
     other.rollback()
-    assert isinstance(e.value, StoreError)
-    assert str(e.value) == f"cannot use the adsched store {tmp_path}/adsched.sqlite: database is locked"
+    assert str(e.value) == f"cannot use the adsched store {tmp_path}/adsched.sqlite: database is locked (nothing was written)"
+    assert issubclass(StoreError, sqlite3.OperationalError)  # outside a transaction, code handling those sees them
