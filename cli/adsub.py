@@ -103,14 +103,14 @@ def _submit_file(state_dir, path: str, flags: dict, command: list[str], test_onl
         raise InvalidRequest("--test-only takes one job, not --file")
     if command:
         raise InvalidRequest("--file takes the commands from the file; give none after it")
-    user = _user()
+    user, cwd = _user(), os.getcwd()
     reqs = []
     for spec in read_spec_lines(path):
         line_command = spec.pop("command", [])
-        reqs.append(request({**spec, **flags}, line_command, user))
+        reqs.append(request({**spec, **flags}, line_command, user, cwd))
     store = _standalone(state_dir)
-    for req in reqs:
-        check_workdir(store.config, req.workdir)
+    for workdir in dict.fromkeys(req.workdir for req in reqs):  # each directory once, in file order
+        check_workdir(store.config, workdir)
     ids = store.submit_many(reqs, time.time())
     if as_json:
         print_json({"job_ids": ids})

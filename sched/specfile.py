@@ -110,8 +110,10 @@ def _toml_inline_table(line: str, where: str) -> dict:
         raise InvalidRequest(f"{where}: not a JSON object or TOML inline table") from None
 
 
-def request(spec: dict, command: list[str], user: str) -> JobRequest:
-    """A spec dict (from a file, with the flags merged in) and a command -> JobRequest."""
+def request(spec: dict, command: list[str], user: str, cwd: str | None = None) -> JobRequest:
+    """A spec dict (from a file, with the flags merged in) and a command -> JobRequest.
+
+    A relative workdir is taken from `cwd` (default: this process's; a bulk file passes it once)."""
     spec = dict(spec)
     gpus = spec.get("gpus")
     if isinstance(gpus, str):  # --gpus 2 or --gpus 1g.10gb:2
@@ -121,7 +123,8 @@ def request(spec: dict, command: list[str], user: str) -> JobRequest:
             spec["mig"] = spec.pop("gpus")
     spec.setdefault("nodes", 1)
     spec.setdefault("priority", 0)
-    spec["workdir"] = os.path.abspath(spec.get("workdir", "."))
+    cwd = cwd or os.getcwd()
+    spec["workdir"] = os.path.normpath(os.path.join(cwd, spec["workdir"])) if "workdir" in spec else cwd
     try:
         return JobRequest(command=command, user=user, **spec)
     except TypeError as e:  # a key JobRequest does not take: a bug in JOB_FILE_KEYS, say which

@@ -253,3 +253,17 @@ def test_shell_completion_of_the_installed_commands(prog, words, cword, want):
     r = subprocess.run([exe], env={"PATH": "/usr/bin:/bin", f"_{prog.upper()}_COMPLETE": "bash_source"},
                        capture_output=True, text=True, timeout=60)
     assert f"complete -o nosort -F _{prog}_completion {prog}" in r.stdout
+
+
+def test_real_processes_prio_and_share(history):
+    adsched_exe, adsub_exe = shutil.which("adsched"), shutil.which("adsub")
+    assert adsched_exe and adsub_exe, "adsched/adsub not on PATH (see PROTOCOL)"
+    run = lambda *a: subprocess.run([*a, "--state", str(history.state_dir)], capture_output=True, text=True,
+                                    timeout=60)
+    r = run(adsub_exe, "prio", "--json")
+    assert r.returncode == 0 and [j["job_id"] for j in json.loads(r.stdout)["jobs"]] == [4]
+    r = run(adsched_exe, "share")
+    assert r.returncode == 0 and r.stdout.split()[:6] == ["KIND", "NAME", "GPU_HOURS", "NORM_USAGE", "SHARE",
+                                                         "FAIRSHARE"]
+    r = run(adsub_exe, "prio", "-j", "4,x")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
