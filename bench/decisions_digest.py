@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import adsched.sim.engine as engine  # noqa: E402
 from adsched.configfile import load_config  # noqa: E402
+from adsched.core.config import ALL  # noqa: E402
 from adsched.core.model import Decisions, RunningJob, Snapshot  # noqa: E402
 from adsched.core.schedule import schedule  # noqa: E402
 
@@ -83,7 +84,7 @@ def kth_replay(quick: bool) -> Digest:
 
     engine.schedule = recording
     try:
-        for policy in engine.POLICIES:
+        for policy in ("fifo", "backfill-flat", "adsched"):  # conservative: in the random runs (depth all)
             res = engine.simulate(workload, config, policy)
             dig.h.update(repr((res.start, res.end, res.preemptions)).encode())
     finally:
@@ -100,7 +101,7 @@ def random_runs(quick: bool) -> Digest:
         base = cluster(leaves=leaves, nodes_per_leaf=per_leaf, gpus=gpus, spines=1, queues=QUEUES,
                        scheduler={"default_queue": "open"}, mig=MIG if mig else None)
         for backfill, topo, depth, pdepth, wfs in itertools.product(
-                [True, False], [True, False], [0, 1, 3], [0, 1, 4], [0.0, 10.0]):
+                [True, False], [True, False], [0, 1, 3, ALL], [0, 1, 4], [0.0, 10.0]):
             cfg = with_settings(base, backfill=backfill, topology_aware=topo, reservation_depth=depth,
                                 preemption_depth=pdepth, weight_age=10.0, weight_fairshare=wfs,
                                 weight_size=10.0, age_max=1000)

@@ -68,6 +68,8 @@ class _Layout:
         # (busy bits per node, up per node) -> (free_mask, free, at_least, leaf_at_least) as
         # tuples: what a Capacity derives from them, for the next cycle with the same ones.
         self.derived: dict[tuple, tuple] = {}
+        # reserve.earliest's answers, keyed by everything the walk reads (see reserve._key).
+        self.earliest: dict[tuple, tuple] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}

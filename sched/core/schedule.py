@@ -47,6 +47,7 @@ from .preempt import pool as victim_pool
 from .preempt import reason as preemption_reason
 from .quota import BORROW, WITHIN, Usage
 from .profile import Profile
+from .reserve import Timeline, earliest
 from .validate import validate_job  # noqa: F401  (also imported from here by callers)
 
 
@@ -103,6 +104,9 @@ class Cycle:
         # The availability profile (profile.py), built when the first reservation is sought;
         # until then the GPUs this cycle takes (placement, from, until) are noted for it.
         self.profile: Profile | None = None
+        # While every reservation starts now, the first is found by reserve.earliest's walk
+        # over the job ends (the same answer, remembered across cycles in the Memo).
+        self.timeline = Timeline(snap.running, self.now) if self.reserving else None
         self._overdue = any(r.end_time <= self.now for r in snap.running)
         self._taken: list[tuple[Placement, float, float]] = []
         # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).
@@ -343,7 +347,7 @@ class Cycle:
         self.decisions.reservations.append(r)
         self._note_first(r)
         self.cap.hold(job.id, placement)
-        self._took(placement, self.now, self.now + job.time_limit)
+        self._took(placement, self.now, self.now + job.time_limit, job.id)
         self._preemptors.add(job.id)
         self._unsafe.clear()
         self.generation += 1
@@ -403,12 +407,15 @@ class Cycle:
                 return  # strict FIFO reserves nothing
             if self._backfill_reserved >= self.settings.reservation_depth:
                 return
-        if self.profile is None:
-            self.profile = Profile(self.cap, self.now, self.snapshot.running)
-            for placement, start, end in self._taken:
-                self.profile.occupy_placement(placement, start, end)
-        found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
-                                      self.settings.topology_aware)
+        if self.timeline is not None:
+            found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
+        else:
+            if self.profile is None:
+                self.profile = Profile(self.cap, self.now, self.snapshot.running)
+                for placement, start, end in self._taken:
+                    self.profile.occupy_placement(placement, start, end)
+            found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
+                                          self.settings.topology_aware)
         if found is None:
             return
         r = Reservation(job.id, found[0], found[1])
@@ -421,7 +428,7 @@ class Cycle:
             (g + 1, gpus, lifted | {job.id}): counts
             for (g, gpus, lifted), counts in self._fitting.items() if g == self.generation}
         self.cap.hold(job.id, r.placement)
-        self._took(r.placement, r.start_time, r.start_time + job.time_limit)
+        self._took(r.placement, r.start_time, r.start_time + job.time_limit, job.id)
         self._unsafe.clear()
         self.generation += 1
         if job.id not in self._preemptors:  # a preemptor's own hold would still be there
@@ -439,8 +446,14 @@ class Cycle:
         if self._busy is not None and job.mig is None:
             self._busy.occupy(placement)
 
-    def _took(self, placement: Placement, start: float, end: float) -> None:
-        """GPUs taken over [start, end) by a start or a reservation: the profile must know."""
+    def _took(self, placement: Placement, start: float, end: float, owner: int | None = None) -> None:
+        """GPUs taken over [start, end) by a start or by reservation `owner`: the timeline or
+        the profile must know."""
+        if self.timeline is not None:
+            if start > self.now:  # a reservation later than now: the walk no longer applies
+                self.timeline = None
+            else:
+                self.timeline.taken(placement, end, owner)
         if self.profile is not None:
             self.profile.occupy_placement(placement, start, end)
         elif self.reserving:

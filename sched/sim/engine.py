@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from adsched.core.config import ClusterConfig
+from adsched.core.config import ALL, ClusterConfig
 from adsched.core.invariants import check
 from adsched.core.fairshare import accrue
 from adsched.core.memo import Memo
@@ -31,11 +31,13 @@ from adsched.core.model import COMPLETED, RunningJob, Snapshot
 from adsched.core.schedule import schedule
 from .traces import SimJob, Workload
 
-# name -> (backfill, topology_aware): each step of the ladder adds one feature of the core.
-POLICIES: dict[str, dict[str, bool]] = {
+# name -> scheduler settings: each step of the ladder adds one feature of the core.
+POLICIES: dict[str, dict[str, object]] = {
     "fifo": {"backfill": False, "topology_aware": False},  # strict priority order, first fit
     "backfill-flat": {"backfill": True, "topology_aware": False},  # backfill, first fit by node order
-    "adsched": {"backfill": True, "topology_aware": True},  # the full core
+    "adsched": {"backfill": True, "topology_aware": True},  # the full core, the config's reservation depth
+    # conservative backfill: every blocked job reserved on the availability profile
+    "conservative": {"backfill": True, "topology_aware": True, "reservation_depth": ALL},
 }
 
 
