@@ -37,7 +37,7 @@ def test_json_parses_and_has_every_policy(swf):
     r = run(swf, "--json", "--workers", "1")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert [p["policy"] for p in out["policies"]] == ["fifo", "backfill-flat", "adsched"]
+    assert [p["policy"] for p in out["policies"]] == ["fifo", "backfill-flat", "adsched", "conservative"]
     assert out["loader"]["bad_lines"] == 1 and out["loader"]["first_bad_lines"] == ["line 5: expected 18 fields, found 2"]
     assert out["cluster"]["name"] == "kth100"
     assert all(p["jobs"] == 3 for p in out["policies"])

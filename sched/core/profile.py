@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right
+from math import nextafter
 from operator import itemgetter
 from typing import Iterable
 
@@ -153,6 +154,17 @@ class Profile:
         return c
 
 
+def _last_start(end: float, duration: float) -> float:
+    """The latest t with t + duration <= end, in floats (end - duration may round either way;
+    a start exactly `duration` before `end` must stay feasible, as window_mask computes it)."""
+    t = end - duration
+    while t + duration > end:
+        t = nextafter(t, -INF)
+    while nextafter(t, INF) + duration <= end:
+        t = nextafter(t, INF)
+    return t
+
+
 def _split(ts: list[float], ms: list[int], t: float) -> int:
     """The index of the segment starting at t, made if needed (t >= ts[0])."""
     k = bisect_left(ts, t)
@@ -196,7 +208,7 @@ class _Class:
                 first[i] = t
         self.seen = len(log)
         for i, t in first.items():
-            self.intervals[i] = self._compute(i, t - self.duration)
+            self.intervals[i] = self._compute(i, _last_start(t, self.duration))
             self.version[i] += 1
             if not self._fits_now(i):  # GPUs are only ever taken: a node never comes to fit now
                 self.at_now &= ~(1 << i)
@@ -232,10 +244,10 @@ class _Class:
             if not ok:
                 continue  # later starts in this segment have even longer windows
             b, closed = (ts[s + 1], False) if s + 1 < n else (INF, False)
-            while j < n and ts[j] - D < b:  # segments the window reaches as the start moves on
+            while j < n and ts[j] < b + D:  # segments the window reaches as the start moves on
                 acc &= ms[j]
                 if acc.bit_count() < G:
-                    b, closed = ts[j] - D, True
+                    b, closed = _last_start(ts[j], D), True
                     break
                 j += 1
             if out and not out[-1][2] and out[-1][1] == a:
