@@ -50,7 +50,10 @@ class SocketAddress:
 def needs_daemon(state_dir: str | os.PathLike) -> bool:
     """True when the store exists but this user may not read and write it: go through the daemon."""
     db = os.path.join(os.fspath(state_dir), DB_NAME)
-    return os.path.exists(db) and not os.access(db, os.R_OK | os.W_OK)
+    if not os.path.exists(db) or os.access(db, os.R_OK | os.W_OK):
+        return False
+    # A read-only file system is not another user's store: opening it says what is wrong.
+    return not (os.access(db, os.R_OK) and os.statvfs(db).f_flag & os.ST_RDONLY)
 
 
 def call(state_dir: str | os.PathLike, op: str, timeout: float = 60.0, **args):

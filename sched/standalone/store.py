@@ -12,8 +12,10 @@ made on first use), and the core's explain/schedule modules are imported only wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sqlite3
 from collections import namedtuple
 from contextlib import contextmanager
@@ -235,6 +237,9 @@ class StoreConnection(sqlite3.Connection):
         hint = ""
         if "readonly" in str(e) or "unable to open" in str(e):
             hint = " (this user may not write the state directory or its adsched.sqlite* files)"
+            with contextlib.suppress(OSError):
+                if os.statvfs(self.path).f_flag & os.ST_RDONLY:
+                    hint = " (the state directory is on a read-only file system)"
         return StoreError(f"cannot use the adsched store {self.path}: {e}{hint}")
 
     def execute(self, *args):
