@@ -70,7 +70,7 @@ def test_full_disk_a_submit_fails_with_one_line_and_the_daemon_keeps_its_jobs(tm
         state = disk / "state"
         store = Store.init(state, CLUSTER)
         marker = tmp_path / "ran"  # outside the full disk
-        running = store.submit(JobRequest(py(f"import time; time.sleep(3); open({str(marker)!r}, 'w')"),
+        running = store.submit(JobRequest(py(f"import time; time.sleep(1); open({str(marker)!r}, 'w')"),
                                           user=ME, workdir=str(tmp_path)), time.time())
         daemon = subprocess.Popen([sys.executable, "-m", "adsched.cli.adsched", "run", "--state", str(state)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -78,6 +78,7 @@ def test_full_disk_a_submit_fails_with_one_line_and_the_daemon_keeps_its_jobs(tm
             wait_for(lambda: store.job(running).state == "RUNNING" and all(a["pid"] for a in store.job(running).allocations))
             before = len(store.jobs())
             fill(disk)
+            wait_for(marker.exists, what="the rank's command finished")  # its exit code waits for space
 
             r = adsub(state, "submit", "-D", str(tmp_path), "--", "true")
             lines = r.stderr.strip().splitlines()
@@ -88,10 +89,12 @@ def test_full_disk_a_submit_fails_with_one_line_and_the_daemon_keeps_its_jobs(tm
 
             time.sleep(1.0)  # the daemon cycles against the full disk meanwhile
             assert daemon.poll() is None, daemon.stderr.read()
+            assert store.job(running).state == "RUNNING"
             os.remove(disk / "filler")
 
-            wait_for(lambda: store.job(running).state == "COMPLETED", timeout=30, what="the running job completed")
-            assert marker.exists()
+            wait_for(lambda: store.job(running).state != "RUNNING", timeout=30, what="the running job ended")
+            job = store.job(running)
+            assert (job.state, job.reason) == ("COMPLETED", ""), os.listdir(state / "jobs" / str(running))
             assert len(store.jobs()) == before  # nothing half-written: neither submit left a row
             later = adsub(state, "submit", "-D", str(tmp_path), "--", "true")
             assert later.returncode == 0, later.stderr

@@ -25,6 +25,7 @@ import pwd
 import signal
 import subprocess
 import sys
+import time
 
 OPTIONS = ("--as", "--env-file", "--workdir")
 
@@ -39,12 +40,23 @@ def main(argv: list[str]) -> int:
     assert sep == "--" and cmd
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # a handler (not SIG_IGN) so the child gets the default back
-    rc = _run(rc_file, options, cmd)
-    tmp = rc_file + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(str(rc))
-    os.replace(tmp, rc_file)
+    _record(rc_file, _run(rc_file, options, cmd))
     return 0
+
+
+def _record(rc_file: str, rc: int) -> None:
+    """Write the exit code atomically. On a full (or failing) disk keep trying: while this wrapper
+    lives the daemon sees the rank running, so the result waits for space instead of being lost."""
+    tmp, pause = rc_file + ".tmp", 0.2
+    while True:
+        try:
+            with open(tmp, "w") as f:
+                f.write(str(rc))
+            os.replace(tmp, rc_file)
+            return
+        except OSError:  # (not reported: stderr is most likely on the same full disk)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _run(rc_file: str, options: dict[str, str], cmd: list[str]) -> int:
@@ -60,7 +72,10 @@ def _run(rc_file: str, options: dict[str, str], cmd: list[str]) -> int:
     except (OSError, subprocess.SubprocessError, LookupError) as e:
         print(f"adsched: cannot run {cmd[0]!r}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 127
-    open(rc_file + ".started", "w").close()
+    try:
+        open(rc_file + ".started", "w").close()
+    except OSError:  # a full disk: the gang start timeout may count this rank late, never lose it
+        pass
     return child.wait()
 
 
