@@ -22,7 +22,13 @@ def local_store(state_dir):
     if needs_daemon(state_dir):
         raise AdschedError(f"the store in {state_dir} belongs to another user; this command reads it directly "
                            "(ask an admin, or run it as the store's owner)")
-    return Store(state_dir)
+    store = Store(state_dir)
+    if store.config.backend != "standalone":
+        from adsched.errors import InvalidRequest
+
+        raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on Slurm "
+                             "(there: sacct, sprio, sshare, scontrol)")
+    return store
 
 
 @click.command()

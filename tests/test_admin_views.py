@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -267,3 +268,13 @@ def test_real_processes_prio_and_share(history):
                                                          "FAIRSHARE"]
     r = run(adsub_exe, "prio", "-j", "4,x")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("main,args", [(adsub_cli.main, ["acct"]), (adsub_cli.main, ["prio"]),
+                                       (adsched_cli.main, ["share"]), (adsched_cli.main, ["metrics"]),
+                                       (adsched_cli.main, ["nodes", "drain", "node1", "--reason", "x"])])
+def test_slurm_clusters_are_pointed_to_slurms_own_commands(tmp_path, main, args):
+    state = str(tmp_path / "s")
+    Store.init(state, (Path(__file__).parent / "clusters" / "mini8.toml").read_text())
+    r = CliRunner().invoke(main, [*args, "--state", state])
+    assert r.exit_code == 2 and "needs the standalone backend" in r.output and len(r.output.strip().splitlines()) == 1
