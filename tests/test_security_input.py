@@ -23,7 +23,7 @@ from adsched.standalone.daemon import Daemon
 from adsched.standalone.executors.local import LocalExecutor
 from adsched.standalone.executors.ssh import SSHExecutor
 from adsched.standalone.remote import socket_path
-from adsched.standalone.server import SocketServer
+from adsched.standalone.server import MAX_PER_USER, SocketServer
 from adsched.standalone.store import JobRequest, Store
 
 from test_e2e_local import SMALL
@@ -249,3 +249,25 @@ def test_hostile_numbers_and_names_elsewhere(state, case):
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     assert r.exit_code == case["want_exit"] and r.output.count("\n") == 1 and case["want"] in r.output, r.output
     assert _db_state(state) == before
+
+
+def test_idle_connections_of_one_user_do_not_block_the_daemon(state):
+    server = SocketServer(state)
+    server.start()
+    idle = []
+    try:
+        for _ in range(MAX_PER_USER):  # connected, never sending: each holds a slot until IDLE_TIMEOUT
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(socket_path(state))
+            idle.append(s)
+        time.sleep(0.2)
+        answer = _raw_call(socket_path(state), b'{"op": "nodes"}')
+        assert answer["error"]["message"] == f"too many requests at once from uid {os.getuid()} (at most 8); try again"
+        for s in idle:
+            s.shutdown(socket.SHUT_WR)  # an empty request: answered, slot freed
+            s.recv(65536)
+        assert "ok" in _raw_call(socket_path(state), b'{"op": "nodes"}')
+    finally:
+        for s in idle:
+            s.close()
+        server.close()

@@ -70,17 +70,20 @@ def call(state_dir: str | os.PathLike, op: str, timeout: float = 60.0, **args):
                                       f"is listening on {path} (ask an admin to start `adsched run`)") from None
         except OSError as e:
             raise errors.AdschedError(f"cannot reach the adsched daemon on {path}: {e.strerror or e}") from None
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
         chunks, size = [], 0
-        while True:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_MESSAGE:
-                raise errors.AdschedError("the daemon's answer is too large")
-            chunks.append(chunk)
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_MESSAGE:
+                    raise errors.AdschedError("the daemon's answer is too large")
+                chunks.append(chunk)
+        except OSError as e:  # reset, timeout: one line, not a traceback
+            raise errors.AdschedError(f"the adsched daemon on {path} did not answer: {e.strerror or e}") from None
     try:
         answer = json.loads(b"".join(chunks))
     except ValueError:

@@ -36,6 +36,7 @@ from .store import Store
 
 IDLE_TIMEOUT = 10.0
 MAX_CLIENTS = 64  # connections served at once; more wait in the listen backlog
+MAX_PER_USER = 8  # of which one uid may hold: idle connections of one user cannot starve the others
 
 Operation = Callable[[Store, Identity, dict, float], Any]
 OPERATIONS: dict[str, Operation] = {}
@@ -61,6 +62,7 @@ class SocketServer:
         self._pool: list[Store] = []
         self._pool_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._per_uid: dict[int, int] = {}
 
     def start(self) -> None:
         if os.path.lexists(self.path):
@@ -98,8 +100,22 @@ class SocketServer:
                 conn.settimeout(IDLE_TIMEOUT)
                 _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                                 struct.calcsize("3i")))
-                answer = self.answer(identity_of(uid), _read_all(conn))
-                conn.sendall(json.dumps(answer, default=str).encode())
+                with self._pool_lock:
+                    busy = self._per_uid.get(uid, 0)
+                    self._per_uid[uid] = busy + 1
+                try:
+                    if busy >= MAX_PER_USER:
+                        conn.settimeout(0.5)  # read the request (so the answer is not lost), but not for long
+                    raw = _read_all(conn)
+                    if busy >= MAX_PER_USER:
+                        answer = _error("AdschedError", f"too many requests at once from uid {uid} "
+                                                        f"(at most {MAX_PER_USER}); try again", 1)
+                    else:
+                        answer = self.answer(identity_of(uid), raw)
+                    conn.sendall(json.dumps(answer, default=str).encode())
+                finally:
+                    with self._pool_lock:
+                        self._per_uid[uid] -= 1
         except OSError:
             pass  # the client went away or idled out: nothing to answer
         finally:
