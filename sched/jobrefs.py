@@ -70,7 +70,7 @@ def resolve(backend, ref: JobRef) -> list:
         tasks = [j for j in tasks if j.array_index in ref.tasks]
     if not tasks:
         raise NotFound(f"no pending or running task in {'array ' + str(ref.job_id) if ref.whole else ref.text}")
-    return sorted(tasks, key=lambda j: j.array_index)
+    return sorted(tasks, key=lambda j: (j.array_index is None, j.array_index or 0, j.id))
 
 
 def cancel(backend, refs: list[str], now: float, by=None) -> dict[str, str]:
@@ -84,8 +84,9 @@ def cancel(backend, refs: list[str], now: float, by=None) -> dict[str, str]:
 
 
 def task_label(job) -> str:
-    """'123_4' for task 4 of array 123; the plain id otherwise."""
-    if job.array_id is None:
+    """'123_4' for task 4 of array 123; the plain id otherwise (also for a record of an array whose
+    task index is not known, as Slurm lists the pending rest of an array)."""
+    if job.array_id is None or job.array_index is None:
         return str(job.id)
     return f"{job.array_id}_{job.array_index}"
 
@@ -106,11 +107,11 @@ def group_arrays(jobs: list) -> list[tuple[str, object, int]]:
     fold into one row at its first pending task, labelled like '123_[4-99%5]'."""
     pending: dict[int, list] = {}
     for j in jobs:
-        if j.array_id is not None and j.state == "PENDING":
+        if j.array_id is not None and j.array_index is not None and j.state == "PENDING":
             pending.setdefault(j.array_id, []).append(j)
     rows: list[tuple[str, object, int]] = []
     for j in jobs:
-        group = pending.get(j.array_id) if j.array_id is not None and j.state == "PENDING" else None
+        group = pending.get(j.array_id) if j.array_index is not None and j.state == "PENDING" else None
         if group is None:
             rows.append((task_label(j), j, 1))
         elif group[0] is j:

@@ -93,3 +93,18 @@ def test_parse_job_ref(text, want):
 
 def test_index_ranges():
     assert index_ranges([7, 0, 1, 2, 5, 8]) == "0-2,5,7-8" and index_ranges([3]) == "3"
+
+
+def test_records_without_a_task_index_keep_their_own_id():
+    """Slurm lists the not yet started rest of an array as one record without a task index."""
+    from adsched.jobrefs import group_arrays
+    from adsched.standalone.store import JobRecord
+
+    def rec(job_id, index, state="PENDING"):
+        return JobRecord(id=job_id, name="x", user="u", queue="q", num_nodes=1, gpus_per_node=1, time_limit=60,
+                         priority=0, max_leaves=None, command=["true"], workdir="/", env={}, state=state, reason="",
+                         submit_time=0.0, start_time=None, end_time=None, exit_code=None, nodelist="",
+                         restart_count=0, cancel_requested=False, array_id=40, array_index=index)
+
+    rows = group_arrays([rec(41, 0, "RUNNING"), rec(40, None), rec(42, 2), rec(43, 3)])
+    assert [label for label, _, _ in rows] == ["40_0", "40", "40_[2-3]"]
