@@ -124,3 +124,17 @@ def test_real_processes_hold_update_release(store):
     assert run("release", "1", "--json").stdout.strip() == json.dumps({"1": "RELEASED"}, indent=2)
     r = run("update", "1", "-t", "x")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_the_daemon_socket_runs_them_as_the_caller(store):
+    """A user who cannot write the store sends hold/release/update to the daemon (RemoteStore);
+    the daemon runs them with the uid the kernel reported, so the same rules apply."""
+    from adsched.standalone.server import OPERATIONS
+
+    assert OPERATIONS["hold"](store, ANN, {"job_id": 1}, 2.0) == "HELD"
+    with pytest.raises(PermissionDenied, match="it belongs to ann"):
+        OPERATIONS["release"](store, BOB, {"job_id": 1}, 3.0)
+    assert OPERATIONS["update"](store, ANN, {"job_id": 1, "time_limit": "20:00"}, 4.0) == {"time_limit": [1800, 1200]}
+    with pytest.raises(InvalidRequest, match="priority: must be an integer"):
+        OPERATIONS["update"](store, BOSS, {"job_id": 1, "priority": "high"}, 5.0)
+    assert OPERATIONS["release"](store, ANN, {"job_id": 1}, 6.0) == "RELEASED"
