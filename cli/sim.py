@@ -137,7 +137,7 @@ class _BarQueue:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Replay only the first N jobs of the trace.")
 @click.option("--json", "as_json", is_flag=True, help="Print every figure as JSON instead of the table.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write wait_cdf.png and utilization.png into this directory.")
+              help="Write wait_cdf.png and utilization.png into this directory (no plots without it).")
 @click.option("--procs-as", type=click.Choice(["auto", "node", "gpu"]), default="auto", show_default=True,
               help="SWF processors as whole nodes (P -> P nodes x G GPUs) or as GPUs packed G per node; "
                    "auto: node when the header says MaxProcs == MaxNodes.")
@@ -156,7 +156,8 @@ class _BarQueue:
 def sim(trace, cluster_path, nodes_csv, policy_list, limit, as_json, plots_dir, procs_as, gpus_per_node, queue_map,
         oversize, missing_limit, check, workers):
     """Replay TRACE (an SWF log, plain or .gz, or an Alibaba openb pod list CSV) through the
-    scheduler core under each policy and compare wait, slowdown, utilization and topology."""
+    scheduler core under each policy and compare wait, slowdown, utilization and topology.
+    Plots only with --plots DIR."""
     policies = [p.strip() for p in policy_list.split(",") if p.strip()]
     unknown = [p for p in policies if p not in POLICIES]
     if unknown or not policies:
