@@ -271,3 +271,29 @@ def test_idle_connections_of_one_user_do_not_block_the_daemon(state):
         for s in idle:
             s.close()
         server.close()
+
+
+runnable = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=10) | st.sampled_from(
+    [n for n in NASTY if "\x00" not in n and not any(0xD800 <= ord(c) < 0xE000 for c in n) and len(n) < 1000])
+
+
+@pytest.mark.parametrize("where", ["local", "ssh"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(args=st.lists(runnable, max_size=4), value=runnable)
+def test_any_arguments_and_env_run_exactly_as_given(tmp_path_factory, request, where, args, value):
+    if os.path.exists(CANARY):
+        os.remove(CANARY)
+    d = tmp_path_factory.mktemp("run")
+    store = Store.init(d, SMALL)
+    probe = ["sh", "-c", 'for a in "$@"; do printf "%s\\0" "$a"; done; printf "%s" "$HOSTILE"', "sh", *args]
+    job_id = store.submit(JobRequest(probe, env={"HOSTILE": value}, workdir=str(d)), time.time())
+    if where == "ssh":
+        executor = SSHExecutor(d, {n.name: "127.0.0.1" for n in store.config.nodes}, request.getfixturevalue("sshd"))
+    else:
+        executor = LocalExecutor(d)
+    Daemon(store, executor).run(until_idle=True, max_seconds=30)
+    assert store.job(job_id).state == "COMPLETED", store.job(job_id).reason
+    out = (d / "jobs" / str(job_id) / "rank-0.out").read_bytes()
+    assert out == b"".join(a.encode() + b"\0" for a in args) + value.encode()
+    assert not os.path.exists(CANARY)
