@@ -60,8 +60,10 @@ def print_json(value) -> None:
 
 def print_table(headers: list[str], rows: list[list], file=None) -> None:
     cells = [[c if c.isprintable() else printable(c) for c in map(str, row)] for row in rows]  # one value, one line
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    widths = [max(len(h), *map(len, column)) for h, column in zip(headers, zip(*cells))] if cells else \
+        [len(h) for h in headers]
     out = file or sys.stdout
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    row_format = "  ".join(f"{{:<{w}}}" for w in widths)  # one format call a row (10,000 in adsub queue)
+    lines = [row_format.format(*headers).rstrip()]
+    lines += [row_format.format(*r).rstrip() for r in cells]
     click.echo("\n".join(lines), file=out)  # one write: 10,000 rows in one echo, not 10,000
