@@ -182,11 +182,16 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @click.option("-a", "--all", "show_all", is_flag=True, help="Include ended jobs.")
 @click.option("-u", "--user", default=None, help="Only this user's jobs.")
 @click.option("-q", "-p", "--queue", "--partition", "queue", default=None, help="Only this queue (partition).")
+@click.option("-t", "--states", "states_text", default=None, metavar="LIST", help="Only these states, e.g. PD,R or CD.")
 @json_option
 @library_errors
-def queue(state_dir, show_all, user, queue, as_json):
+def queue(state_dir, show_all, user, queue, states_text, as_json):
     """List jobs like squeue: pending and running (all with -a)."""
     backend, states = open_backend(state_dir), None if show_all else ("PENDING", "RUNNING")
+    if states_text:
+        from adsched.standalone.accounting import parse_states
+
+        states = parse_states(states_text)
     if as_json:
         print_json([j.to_dict() for j in backend.jobs(states=states, user=user, queue=queue)])
         return

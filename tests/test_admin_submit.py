@@ -150,3 +150,15 @@ def test_partition_is_another_name_for_queue(state):
     assert adsub("submit", "--state", state, "--partition", "train", "--", "true").exit_code == 0
     r = adsub("queue", "--state", state, "-p", "debug")
     assert [line.split()[1] for line in r.output.splitlines()[1:]] == ["debug"]
+
+
+def test_queue_states_filter_like_squeue_t(state):
+    for q in ("debug", "train"):
+        assert adsub("submit", "--state", state, "-q", q, "--gpus", "1", "--", "true").exit_code == 0
+    assert adsub("cancel", "--state", state, "1").exit_code == 0
+    r = adsub("queue", "--state", state, "-t", "CA", "--json")
+    assert [j["id"] for j in json.loads(r.output)] == [1]
+    r = adsub("queue", "--state", state, "-t", "pending")
+    assert [line.split()[0] for line in r.output.splitlines()[1:]] == ["2"]
+    r = adsub("queue", "--state", state, "-t", "XX")
+    assert r.exit_code == 2 and "unknown state 'XX'" in r.output and len(r.output.strip().splitlines()) == 1
