@@ -239,6 +239,10 @@ def show(state_dir, job_id, as_json):
 @library_errors
 def explain(state_dir, job_id, as_json):
     """Why is my job pending? Its position, what blocks it, its earliest estimated start and place."""
+    backend = open_backend(state_dir)
+    if not isinstance(backend, Store):  # Slurm (controller mode): the core's view of Slurm's queue
+        _print_explanation(backend.explain(job_id, time.time()), as_json, backend.store)
+        return
     store = _standalone(state_dir)
     job = store.job(job_id)
     if job.state == "RUNNING" and job.preempted_by:

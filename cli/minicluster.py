@@ -55,7 +55,9 @@ def minicluster():
               help="Seconds to wait for every node to be idle.")
 @click.option("--nvidia-smi-xml", type=click.Path(exists=True, dir_okay=False), default=None,
               help="`nvidia-smi -q -x` output every node's prolog checks (default: GPU check off).")
-def up(config, name, state_dir, timeout, nvidia_smi_xml):
+@click.option("--controller-mode", is_flag=True,
+              help="Jobs are held at submit; run `adsched slurm controller` in the controller container to start them.")
+def up(config, name, state_dir, timeout, nvidia_smi_xml, controller_mode):
     """Start the cluster of CONFIG (a cluster TOML, or a shipped example: mini8) and wait until every
     node is idle.
 
@@ -64,7 +66,7 @@ def up(config, name, state_dir, timeout, nvidia_smi_xml):
     """
     xml = Path(nvidia_smi_xml).read_text() if nvidia_smi_xml else None
     mc = _run(lambda: MiniCluster(config, name, state_dir=state_dir, node_timeout=timeout, persistent=True,
-                                  nvidia_smi_xml=xml))
+                                  nvidia_smi_xml=xml, controller_mode=controller_mode))
     _run(mc.up)
     click.echo(f"{mc.name}: {len(mc.nodes)} nodes idle in {mc.timings.get('up', 0):.1f} s; "
                f"run jobs with: adsched minicluster exec --name {mc.name} -- srun -N1 hostname")

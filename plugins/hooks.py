@@ -129,6 +129,18 @@ def gpu_xml(settings: HookSettings) -> str:
 
 
 def prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
+    """Node prolog; a failure's real reason is recorded in the store too: Slurm only shows "Prolog error",
+    and the controller copies the recorded reason into the drained node's reason."""
+    try:
+        return _prolog(settings, env)
+    except HookFailure as e:
+        job = env.get("SLURM_JOB_ID", "")
+        _record(settings, int(job) if job.isdigit() else None, "prolog_failed",
+                {"node": env.get("SLURMD_NODENAME", "")[:64], "reason": str(e)[:300]})
+        raise
+
+
+def _prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
     """Node prolog: GPU health (fail closed), then topology hints for the job."""
     config = load_config(settings.cluster)
     job_id = _job_id(env)

@@ -12,6 +12,9 @@ shell, no Python here.
     req_switch / wait4switch (Slurm's --switches=N@wait);
   * metadata for the hooks: the comment is rewritten to
     "adsched:queue=Q;tier=T;max_leaves=N" (prologs see it as SLURM_JOB_COMMENT).
+  * controller mode (rules.controller): every job is held at submit (priority 0) and may be
+    requeued (the controller preempts by requeue); node lists are adsched's to choose, so
+    -w/-x are refused; only root (the controller) may change priority or node lists later.
 A refused job gets one line at the user's prompt via slurm.log_user.
 ]]
 
@@ -80,7 +83,24 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
   end
 
   local leaves, wait = topology_request(job_desc.comment)
-  if leaves ~= nil then
+  if rules.controller and leaves == nil and not unset(job_desc.req_switch) and job_desc.req_switch > 0 then
+    leaves = job_desc.req_switch  -- raw --switches=N: the core keeps the job within N leaves
+  end
+  if leaves ~= nil and leaves >= 1 and rules.leaf_sizes ~= nil then
+    local room = 0
+    for i = 1, math.min(leaves, #rules.leaf_sizes) do room = room + rules.leaf_sizes[i] end
+    if nodes > room then
+      return refuse(string.format("%d nodes can never fit within %d leaf(s): the largest hold %d nodes", nodes, leaves, room))
+    end
+  end
+  if rules.controller then
+    if job_desc.req_nodes ~= nil and job_desc.req_nodes ~= "" or job_desc.exc_nodes ~= nil and job_desc.exc_nodes ~= "" then
+      return refuse("adsched chooses the nodes: -w/--nodelist and -x/--exclude are not accepted (drain nodes instead)")
+    end
+    if leaves ~= nil and leaves < 1 then return refuse("max_leaves must be >= 1") end
+    job_desc.priority = 0  -- held until the adsched controller releases it on the nodes it chose
+    if unset(job_desc.requeue) then job_desc.requeue = 1 end
+  elseif leaves ~= nil then
     if leaves < 1 then return refuse("max_leaves must be >= 1") end
     job_desc.req_switch = leaves
     if wait ~= nil then job_desc.wait4switch = wait end
@@ -91,6 +111,12 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 end
 
 function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)
+  if rules.controller and modify_uid ~= 0 then
+    if not unset(job_desc.priority) then return refuse("jobs are released by the adsched controller") end
+    if job_desc.req_nodes ~= nil or job_desc.exc_nodes ~= nil or not unset(job_desc.req_switch) then
+      return refuse("adsched chooses the nodes")
+    end
+  end
   return slurm.SUCCESS
 end
 

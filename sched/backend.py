@@ -68,13 +68,22 @@ class SlurmBackend:
             time_minutes=math.ceil(job.time_limit / 60), name=job.name, max_leaves=job.max_leaves,
             workdir=req.workdir, array=req.array, dependency=_slurm_dependency(job.after_ok, job.after_any),
             no_requeue=req.no_requeue,
+            preempt_grace=self.config.queues[job.queue].grace_period if self.config.queues[job.queue].preemptible
+            else None,
         )
         return self.client.submit(spec)
 
+    def _core_reasons(self) -> dict[int, tuple[str, float | None]]:
+        """The controller's pending reasons (controller mode; empty otherwise)."""
+        from adsched.slurm.controller import pending_reasons
+
+        return pending_reasons(self.store)
+
     def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]:
         out = []
+        reasons = self._core_reasons()
         for j in self.client.jobs():
-            rec = _record(j)
+            rec = _record(j, reasons)
             if states and rec.state not in states and not ("RUNNING" in states and rec.state in _ACTIVE - {"PENDING"}):
                 continue
             if (user and rec.user != user) or (queue and rec.queue != queue):
@@ -88,7 +97,13 @@ class SlurmBackend:
         j = self.client.job(job_id)
         if j is None:
             raise NotFound(f"no job {job_id} in Slurm (finished jobs leave squeue after MinJobAge)")
-        return _record(j)
+        return _record(j, self._core_reasons())
+
+    def explain(self, job_id: int, now: float):
+        """The core's explanation of a pending job, on Slurm's state now (controller mode)."""
+        from adsched.slurm.controller import explain_job
+
+        return explain_job(self.store, self.client, job_id, now)
 
     def cancel(self, job_id: int, now: float, by=None) -> str:
         # Slurm checks who may cancel: scancel runs as the calling user.
@@ -119,8 +134,10 @@ def _max_leaves(comment: str) -> int | None:
     return None
 
 
-def _record(j: SlurmJob) -> JobRecord:
+def _record(j: SlurmJob, core_reasons: dict | None = None) -> JobRecord:
     raw = j.raw
+    if j.state == "PENDING" and core_reasons and j.id in core_reasons:  # the core's reason, not "JobHeldUser"
+        j.reason = core_reasons[j.id][0]
     return JobRecord(
         id=j.id, name=j.name, user=j.user, queue=j.partition, num_nodes=j.num_nodes, gpus_per_node=j.gpus_per_node,
         time_limit=j.time_limit or 0, priority=0, max_leaves=_max_leaves(j.comment),

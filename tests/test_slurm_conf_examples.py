@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 COPIES = {"job_submit.lua", "adsched-cluster.toml"}  # left out of the examples: copies of other files
 
 
-@pytest.mark.parametrize("name", ["demo", "su128"])
-def test_examples_are_in_sync(tmp_path, name):
-    r = CliRunner().invoke(main, ["slurm", "render", "--cluster", str(ROOT / "sched" / "examples" / f"{name}.toml"),
-                                  "--out", str(tmp_path)])
+@pytest.mark.parametrize("name,cluster,mode", [("demo", "demo", "plugin"), ("su128", "su128", "plugin"),
+                                               ("demo-controller", "demo", "controller")])
+def test_examples_are_in_sync(tmp_path, name, cluster, mode):
+    r = CliRunner().invoke(main, ["slurm", "render", "--cluster", str(ROOT / "sched" / "examples" / f"{cluster}.toml"),
+                                  "--out", str(tmp_path), "--mode", mode])
     assert r.exit_code == 0, r.output
     rendered = {p.name: p.read_text() for p in tmp_path.iterdir() if p.name not in COPIES}
     committed = {p.name: p.read_text() for p in (ROOT / "slurm-conf" / name).iterdir()}

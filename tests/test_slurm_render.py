@@ -157,3 +157,16 @@ def test_every_example_cluster_renders():
         in_leaves = [n for line in files["topology.conf"].splitlines() if " Nodes=" in line
                      for n in expand(kv(line)["Nodes"])]
         assert sorted(in_leaves) == sorted(named), toml.name
+
+
+def test_controller_mode_conf(mini8):
+    from adsched.slurm.render import PluginSettings
+
+    conf = render_slurm_conf(mini8, plugin=PluginSettings(controller=True))
+    pairs = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and not line.startswith(
+        ("#", "NodeName", "PartitionName")))
+    assert pairs["PreemptType"] == "preempt/none" and pairs["JobSubmitPlugins"] == "lua"
+    assert pairs["SchedulerParameters"] == "batch_sched_delay=1,disable_job_shrink,max_switch_wait=0"
+    longest_grace = max(q.grace_period for q in mini8.queues.values())
+    assert int(pairs["MinJobAge"]) > longest_grace
+    assert {p["PreemptMode"] for p in lines_starting(conf, "PartitionName")} == {"OFF"}

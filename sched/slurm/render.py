@@ -44,6 +44,9 @@ class PluginSettings:
     nvidia_smi_xml: str = ""  # read instead of running nvidia-smi (test beds)
     gpu_check: bool = True  # False: the prolog skips the GPU health check (no GPUs at all)
     python: str = "/usr/bin/python3"  # with adsched installed
+    # Controller mode (sched/slurm/controller.py): job_submit.lua holds every job at submit and adsched's
+    # core decides which starts, when and where; Slurm's own preemption is off (the controller preempts).
+    controller: bool = False
 
 
 def slurm_cluster_name(config: ClusterConfig) -> str:
@@ -117,13 +120,17 @@ def render_slurm_conf(
         "",
         "# Scheduling",
         "SchedulerType=sched/backfill",
+        # multifactor (not basic) so that `sprio` works; age and partition only (fair share needs slurmdbd)
+        "PriorityType=priority/multifactor",
+        "PriorityWeightAge=1000",
+        "PriorityWeightPartition=1000",
+        "PriorityMaxAge=7-0",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
         f"DefMemPerCPU={def_mem_per_cpu}",
         "TopologyPlugin=topology/tree",
         "GresTypes=gpu",
-        "PreemptType=preempt/partition_prio",
-        "PreemptMode=REQUEUE",
+        *_preempt_lines(config, plugin),
         "JobRequeue=1",
         *_plugin_lines(plugin),
         *extra_lines,
@@ -141,13 +148,51 @@ def render_slurm_conf(
     default = config.scheduler.default_queue
     for q in config.queues.values():
         # A preemptible queue's grace period is Slurm's GraceTime: SIGTERM, then SIGKILL that much later.
-        preempt = f"REQUEUE GraceTime={q.grace_period}" if q.preemptible else "OFF"
+        controller_mode = plugin is not None and plugin.controller
+        preempt = f"REQUEUE GraceTime={q.grace_period}" if q.preemptible and not controller_mode else "OFF"
         lines.append(
             f"PartitionName={q.name} Nodes=ALL Default={'YES' if q.name == default else 'NO'} "
             f"PriorityTier={q.tier} MaxTime={_time(q.max_time)} DefaultTime={_time(q.default_time)} "
             f"PreemptMode={preempt} State=UP"
         )
+    lines += _not_expressed(config, plugin)
     return "\n".join(lines) + "\n"
+
+
+def _not_expressed(config: ClusterConfig, plugin: PluginSettings | None) -> list[str]:
+    """The queue settings slurm.conf cannot hold without slurmdbd, said out loud instead of dropped."""
+    controller = plugin is not None and plugin.controller
+    who = "the adsched controller enforces it" if controller else "NOT enforced on Slurm (needs the controller mode)"
+    out = []
+    for q in config.queues.values():
+        if q.quota_gpus is not None:
+            out.append(f"# queue {q.name}: quota_gpus={q.quota_gpus} (QOS GrpTRES=gres/gpu needs slurmdbd): {who}")
+        if q.max_running_per_user is not None:
+            out.append(f"# queue {q.name}: max_running_per_user={q.max_running_per_user} (QOS MaxJobsPerUser "
+                       f"needs slurmdbd): {who}")
+        if q.preemptible and q.preempt_signal != "TERM":
+            out.append(f"# queue {q.name}: preempt_signal={q.preempt_signal} (Slurm's GraceTime always sends "
+                       f"SIGTERM): {who}")
+    if out:
+        out = ["", "# adsched settings Slurm cannot express here (see slurm-conf/README.md):", *out]
+    return out
+
+
+def _preempt_lines(config: ClusterConfig, plugin: PluginSettings | None) -> list[str]:
+    if plugin is None or not plugin.controller:
+        return ["PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE"]
+    # Controller mode: nothing starts without the controller's release and Slurm never preempts by
+    # itself (it would requeue victims un-held, onto nodes of its own choice). Release -> start in ~1 s
+    # (batch_sched_delay), no shrinking of a running job by a node-list update, no waiting for switches
+    # (the core already chose the leaves). A preempted job that ends during its grace period is
+    # requeued by the controller afterwards: Slurm must remember it that long (MinJobAge).
+    longest_grace = max((q.grace_period for q in config.queues.values()), default=0)
+    return [
+        "PreemptType=preempt/none",
+        "PreemptMode=OFF",
+        "SchedulerParameters=batch_sched_delay=1,disable_job_shrink,max_switch_wait=0",
+        f"MinJobAge={max(300, 2 * longest_grace + 60)}",
+    ]
 
 
 def _plugin_lines(plugin: PluginSettings | None) -> list[str]:
@@ -179,7 +224,7 @@ def render_plugin_files(config: ClusterConfig, cluster_toml: str, plugin: Plugin
     ])
     files = {
         "job_submit.lua": resources.files("adsched.plugins").joinpath("job_submit.lua").read_text(),
-        "adsched_rules.lua": render_lua_rules(config),
+        "adsched_rules.lua": render_lua_rules(config, controller=plugin.controller),
         "adsched-hooks.toml": hooks_toml,
         "adsched-cluster.toml": cluster_toml,
     }

@@ -419,6 +419,7 @@ class MiniCluster:
         engine: Engine | None = None,
         log=None,
         nvidia_smi_xml: str | None = None,
+        controller_mode: bool = False,
     ):
         self.config_path = cluster_file(config_path).resolve()  # a path, or a shipped example's name
         try:
@@ -442,6 +443,8 @@ class MiniCluster:
         # The adsched plugin: each node's prolog reads NODE_DIR/nvidia-smi.xml (its own, so a test can
         # break one node's GPUs); without XML the GPU check is off (containers have no GPUs to ask).
         self.nvidia_smi_xml = nvidia_smi_xml
+        # Controller mode: job_submit.lua holds every job; `adsched slurm controller` (start_controller) decides.
+        self.controller_mode = controller_mode
 
     # -- names
     @property
@@ -552,7 +555,8 @@ class MiniCluster:
 
     def _plugin(self) -> PluginSettings:
         return PluginSettings(conf_dir="/etc/slurm", store=f"{JOBS_DIR}/adsched-state", hints_dir="/run/adsched",
-                              nvidia_smi_xml=f"{NODE_DIR}/nvidia-smi.xml", gpu_check=self.nvidia_smi_xml is not None)
+                              nvidia_smi_xml=f"{NODE_DIR}/nvidia-smi.xml", gpu_check=self.nvidia_smi_xml is not None,
+                              controller=self.controller_mode)
 
     def _write_files(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -679,6 +683,27 @@ class MiniCluster:
         out, err = res.output if res.output else (None, None)
         return ExecResult(res.exit_code if res.exit_code is not None else -1,
                           (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"))
+
+    # -- the adsched controller (controller mode), a real process in the controller container
+    CONTROLLER_LOG = f"{JOBS_DIR}/adsched-controller.log"
+
+    def start_controller(self, *args: str) -> int:
+        """Start `adsched slurm controller` (detached) in the controller container; its pid there."""
+        cmd = ["adsched", "slurm", "controller", "--state", f"{JOBS_DIR}/adsched-state", "-v", *args]
+        line = " ".join(f"'{a}'" for a in cmd)
+        r = self.exec(f"setsid nohup {line} >> {self.CONTROLLER_LOG} 2>&1 < /dev/null & echo $!", timeout=30)
+        if r.rc != 0 or not r.stdout.strip().isdigit():
+            raise MiniClusterError(f"could not start the adsched controller: {r.stderr.strip()[-300:]}")
+        return int(r.stdout.strip())
+
+    def signal_controller(self, pid: int, sig: str = "KILL") -> None:
+        """Signal the controller process `pid` (by its pid, never by name) and wait until it is gone."""
+        self.exec(f"kill -{sig} {int(pid)}; for i in $(seq 100); do kill -0 {int(pid)} 2>/dev/null || exit 0; "
+                  "sleep 0.1; done; exit 1", timeout=20)
+
+    def controller_log(self) -> str:
+        path = self.jobs_dir / Path(self.CONTROLLER_LOG).name
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def logs(self, tail: int | str = "all") -> dict[str, str]:
         """{member: its container log (stdout+stderr)} for the members that have a container."""

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from adsched.core.hostlist import expand
 from adsched.testbed.minicluster import MiniCluster, MiniClusterError
 
 pytestmark = pytest.mark.slurm
@@ -27,23 +28,24 @@ def test_srun_on_every_node_prints_its_name(minicluster):
 
 
 def test_switches_one_keeps_a_job_inside_one_leaf(minicluster):
+    """Controller mode: --switches=1 becomes the job's max_leaves=1 (job_submit.lua), which the core honours."""
     mc = minicluster
-    leaf1 = mc.leaf_of(mc.nodes[0])
-    held = [n for n in mc.nodes if mc.leaf_of(n) == leaf1][:-1]  # all of leaf1 but one node
-    jobid = run(mc, f"sbatch --parsable --exclusive -N {len(held)} -w {','.join(held)} --wrap 'sleep 120'").strip()
+    # Three whole nodes: the core keeps them in one leaf (fewest leaves), which then has one free node.
+    jobid = run(mc, "sbatch --parsable -N 3 --gres=gpu:8 --wrap 'sleep 120'").strip()
     try:
         deadline = time.monotonic() + 30
-        while run(mc, f"squeue -h -j {jobid} -o %T").strip() != "RUNNING":
+        while (out := run(mc, f"squeue -h -j {jobid} -o '%T %N'").split())[0] != "RUNNING":
             assert time.monotonic() < deadline, "the job holding the nodes never started"
             time.sleep(0.2)
-        # Two free nodes in one leaf exist only outside leaf1 now; a spanning pair (leaf1's last + one more)
-        # would also fit. Without a single-leaf pair within 20 s Slurm would give up the constraint.
-        names = run(mc, "srun -N 2 --exclusive --switches=1@0:20 hostname", timeout=60).split()
+        held = expand(out[1])
+        assert len({mc.leaf_of(n) for n in held}) == 1
+        # A spanning pair (the blocker's leaf's last node + one more) would fit too; max_leaves=1 forbids it.
+        names = run(mc, "srun -N 2 --gres=gpu:8 --switches=1@0:20 hostname", timeout=60).split()
     finally:
         mc.exec(f"scancel {jobid}", timeout=10)
     assert len(set(names)) == 2
     leaves = {mc.leaf_of(n) for n in names}
-    assert len(leaves) == 1 and leaf1 not in leaves, f"{names} span leaves {leaves}"
+    assert len(leaves) == 1 and mc.leaf_of(held[0]) not in leaves, f"{names} span leaves {leaves}"
 
 
 def test_eight_gpus_on_a_node(minicluster):

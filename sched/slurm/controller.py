@@ -1,0 +1,661 @@
+"""The Slurm controller: adsched's core decides what runs on a real Slurm (22.05 and newer).
+
+Slurm keeps running the jobs (slurmctld, slurmd, prologs, accounting); adsched decides which
+job starts, when and on which nodes, and which jobs are preempted:
+
+  - job_submit.lua (controller mode) holds every job at submit (priority 0) and forces
+    requeue=1, so Slurm's own schedulers never start a job by themselves;
+  - each cycle reads Slurm's state (`squeue --json`, `sinfo --json`), builds the same Snapshot
+    the standalone store builds, calls `schedule()` and applies its Decisions:
+      start      -> `scontrol update JobId NumNodes=k-k ReqNodeList=<the core's k nodes>
+                    ExcNodeList=<every other node>`, then `scontrol release`;
+      preemption -> `scancel --signal=SIG --full`, the victim queue's grace period, then
+                    `scontrol requeuehold` + `scontrol hold` (admin hold), or `scancel` for a
+                    job that may not be requeued; Slurm counts the restart;
+      cancel     -> `scancel` (a failed afterok dependency);
+      reasons    -> stored in the adsched store, shown by `adsub queue` / `adsub explain`;
+  - reservations need nothing on Slurm's side: nothing starts without a release, so a later
+    job only starts where the core let it backfill.
+
+Crash safety: every action is written to the store as an intent (table slurm_ctl) before its
+command is sent, and every command is safe to send again. Each cycle first reconciles Slurm with
+the intents: a pending job with priority > 0 that the controller did not release is held again;
+a released job that is not running `release_timeout` seconds later is held again and decided
+anew; a half-done start or preemption is carried on. Mismatches (a job running on other nodes
+than the core chose, a job that vanished, a command that failed) are events of kind
+"mismatch" or "command_failed", listed by `adsched slurm status`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from adsched.core.config import ClusterConfig
+from adsched.core.explain import Explanation, explain
+from adsched.core.model import Decisions, Job, NodeAlloc, RunningJob, Snapshot
+from adsched.core.schedule import schedule
+from adsched.errors import AdschedError, InvalidRequest, NotFound
+from adsched.standalone.store import Store
+
+from .client import SlurmClient, SlurmError, SlurmJob, SlurmNode
+
+# Slurm states: a job in one of these holds its nodes; one in FINAL has ended.
+ACTIVE = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"}
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+         "BOOT_FAIL", "DEADLINE"}
+STARTED = {"RUNNING", "CONFIGURING"}
+# Node states (sinfo) that take no new job.
+UNAVAILABLE = {"down", "drained", "draining", "drain", "fail", "failing", "unknown", "future", "not_responding",
+               "maint", "reboot_issued", "power_down", "powered_down", "invalid", "inval"}
+
+# Phases of a managed job in table slurm_ctl (absent: held and never decided to start).
+STARTING = "starting"  # intent: pin on `nodes` and release (commands may or may not have been sent)
+RELEASED = "released"  # pinned and released; Slurm has not shown it running yet
+RUNNING = "running"  # seen running (on `nodes`, or on others: a mismatch was logged)
+PREEMPTING = "preempting"  # signalled at signal_at; requeued (or cancelled) after grace_until
+HELD = "held"  # held again (after a preemption or a release that did not take)
+DONE = "done"  # ended (final state in slurm_final)
+GONE = "gone"  # vanished from Slurm without a final state
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS slurm_ctl (
+    job_id INTEGER PRIMARY KEY, phase TEXT NOT NULL, nodes TEXT NOT NULL DEFAULT '[]',
+    gpus TEXT NOT NULL DEFAULT '[]', borrowing INTEGER NOT NULL DEFAULT 0, phase_time REAL NOT NULL,
+    preempted_by INTEGER, signal_name TEXT, grace_until REAL, signalled INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '', est_start REAL, est_nodes TEXT NOT NULL DEFAULT '',
+    mismatch TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS slurm_final (
+    job_id INTEGER PRIMARY KEY, state TEXT NOT NULL, exit_code INTEGER, end_time REAL, restarts INTEGER
+);
+"""
+
+MISMATCH, COMMAND_FAILED = "mismatch", "command_failed"
+
+
+class ControllerError(AdschedError):
+    pass
+
+
+@dataclass
+class Row:
+    job_id: int
+    phase: str
+    nodes: list[str]
+    gpus: list[list[int]]
+    borrowing: bool
+    phase_time: float
+    preempted_by: int | None
+    signal_name: str | None
+    grace_until: float | None
+    signalled: bool
+    reason: str
+    est_start: float | None
+    est_nodes: str
+    mismatch: str
+
+
+@dataclass
+class CycleReport:
+    now: float
+    cost: float = 0.0  # seconds: the whole cycle, Slurm commands included
+    decide: float = 0.0  # seconds in schedule()
+    started: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
+    requeued: list[int] = field(default_factory=list)
+    rehold: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+    ended: dict[int, str] = field(default_factory=dict)
+    mismatches: list[str] = field(default_factory=list)
+    pending: int = 0
+    running: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{k} {','.join(map(str, v))}" for k, v in (
+            ("started", self.started), ("preempted", self.preempted), ("requeued", self.requeued),
+            ("held again", self.rehold), ("cancelled", self.cancelled), ("ended", list(self.ended)))
+            if v]
+        parts += self.mismatches
+        return (f"cycle {self.cost * 1000:.0f} ms (decide {self.decide * 1000:.1f} ms): "
+                f"{self.pending} pending, {self.running} running; " + "; ".join(parts))
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.started or self.preempted or self.requeued or self.rehold or self.cancelled
+                    or self.ended or self.mismatches)
+
+
+class ControlTable:
+    """The controller's own tables in the adsched store (created on first use)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.conn = store.conn
+        with store.transaction():
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+
+    def rows(self) -> dict[int, Row]:
+        out = {}
+        for r in self.conn.execute("SELECT job_id, phase, nodes, gpus, borrowing, phase_time, preempted_by,"
+                                   " signal_name, grace_until, signalled, reason, est_start, est_nodes, mismatch"
+                                   " FROM slurm_ctl"):
+            out[r[0]] = Row(r[0], r[1], json.loads(r[2]), json.loads(r[3]), bool(r[4]), r[5], r[6], r[7], r[8],
+                            bool(r[9]), r[10], r[11], r[12], r[13])
+        return out
+
+    def set_phase(self, job_id: int, phase: str, now: float, **fields) -> None:
+        cols = {"phase": phase, "phase_time": now, **fields}
+        for key in ("nodes", "gpus"):
+            if key in cols:
+                cols[key] = json.dumps(cols[key])
+        names = ", ".join(cols)
+        marks = ", ".join("?" * len(cols))
+        updates = ", ".join(f"{k} = excluded.{k}" for k in cols)
+        self.conn.execute(f"INSERT INTO slurm_ctl(job_id, {names}) VALUES (?, {marks})"
+                          f" ON CONFLICT(job_id) DO UPDATE SET {updates}", (job_id, *cols.values()))
+
+    def final(self) -> dict[int, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT job_id, state FROM slurm_final")}
+
+    def event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
+        self.store._event(job_id, kind, data, now)
+
+
+def _max_leaves(comment: str) -> int | None:
+    m = re.search(r"max_leaves=(\d+)", comment or "")
+    return int(m.group(1)) if m else None
+
+
+_DEP = re.compile(r"(afterok|afterany|afternotok|after|singleton)(?::([\d:_*]+))?(?:\((\w+)\))?")
+
+
+def _dependencies(text: str) -> tuple[tuple[int, ...], tuple[int, ...], dict[int, str]]:
+    """after_ok ids, after_any ids and what Slurm already knows of them ({id: "FAILED"} for a failed one)."""
+    ok: list[int] = []
+    anyof: list[int] = []
+    known: dict[int, str] = {}
+    for kind, ids, state in _DEP.findall(text or ""):
+        numbers = [int(x.split("_")[0]) for x in (ids or "").split(":") if x and x.split("_")[0].isdigit()]
+        if kind == "afterok":
+            ok += numbers
+            if state == "failed":
+                known.update({n: "FAILED" for n in numbers})
+        elif kind in ("afterany", "after"):
+            anyof += numbers
+    return tuple(ok), tuple(anyof), known
+
+
+class SlurmView:
+    """One reading of Slurm's state, turned into the core's vocabulary."""
+
+    def __init__(self, config: ClusterConfig, jobs: list[SlurmJob], nodes: list[SlurmNode]):
+        self.config = config
+        self.jobs = {j.id: j for j in jobs}
+        self.nodes = nodes
+        self.known_nodes = {n.name for n in config.nodes}
+
+    def as_job(self, j: SlurmJob) -> Job:
+        queue = self.config.queues.get(j.partition)
+        limit = j.time_limit
+        if limit is None:
+            limit = (queue.max_time or queue.default_time) if queue else None
+        ok, anyof, _ = _dependencies(j.dependency)
+        array_id = j.raw.get("array_job_id") or None
+        index = j.raw.get("array_task_id") if array_id else None
+        return Job(
+            id=j.id, queue=j.partition, num_nodes=j.num_nodes,
+            # A job that asks for no GPU still takes a node's slot: counted as one GPU per node.
+            gpus_per_node=j.gpus_per_node or 1,
+            time_limit=int(limit or 365 * 86400), submit_time=float(j.submit_time or 0), user=j.user, name=j.name,
+            max_leaves=_max_leaves(j.comment), array_id=array_id if isinstance(array_id, int) else None,
+            array_index=index if isinstance(index, int) else None, after_ok=ok, after_any=anyof,
+        )
+
+    def unavailable(self) -> frozenset[str]:
+        down = {n.name for n in self.nodes if n.state in UNAVAILABLE or any(
+            s in n.state for s in ("drain", "down", "fail", "not_responding"))}
+        seen = {n.name for n in self.nodes}
+        return frozenset(down | (self.known_nodes - seen))
+
+
+def placement_for(view: SlurmView, running: list[tuple[SlurmJob, list[str], Row | None]]
+                  ) -> dict[int, tuple[NodeAlloc, ...]]:
+    """Each running job's placement on `nodes`: the GPUs the core chose when Slurm runs it where the core
+    put it, else the lowest free GPU indexes of those nodes (squeue does not say which GPUs Slurm gave)."""
+    used: dict[str, set[int]] = {}
+    out: dict[int, tuple[NodeAlloc, ...]] = {}
+    later = []
+    for j, nodes, row in running:
+        if row is not None and row.nodes == nodes and len(row.gpus) == len(nodes):
+            out[j.id] = tuple(NodeAlloc(n, tuple(g)) for n, g in zip(row.nodes, row.gpus))
+            for n, g in zip(row.nodes, row.gpus):
+                used.setdefault(n, set()).update(g)
+        else:
+            later.append((j, nodes))
+    for j, nodes in later:
+        allocs = []
+        for n in nodes:
+            if n not in view.known_nodes:
+                continue
+            have = view.config.node(n).gpus
+            free = [g for g in range(have) if g not in used.get(n, set())]
+            take = tuple(free[: max(1, j.gpus_per_node)])
+            used.setdefault(n, set()).update(take)
+            allocs.append(NodeAlloc(n, take))
+        out[j.id] = tuple(allocs)
+    return out
+
+
+class Controller:
+    def __init__(self, store: Store, client: SlurmClient, clock: Callable[[], float] = time.time,
+                 release_timeout: float = 30.0, log: Callable[[str], None] | None = None):
+        self.store = store
+        self.config = store.config
+        self.client = client
+        self.clock = clock
+        self.release_timeout = release_timeout
+        self.table = ControlTable(store)
+        self.log = log or (lambda msg: None)
+        self.all_nodes = [n.name for n in self.config.nodes]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read(self) -> SlurmView:
+        return SlurmView(self.config, self.client.jobs(), self.client.nodes())
+
+    def snapshot(self, view: SlurmView, rows: dict[int, Row], now: float | None) -> Snapshot:
+        """The Snapshot the standalone store would build, from Slurm's jobs and nodes (usage accrues with `now`)."""
+        pending_jobs = [j for j in view.jobs.values() if j.state == "PENDING" and not self._releasing(j, rows)
+                        and not self._not_yet(j, rows, now)]
+        # Running: what holds nodes in Slurm, and the jobs released on the nodes the core chose that
+        # Slurm has not started yet (they will start there: nobody else may have those nodes).
+        running = [(j, j.nodes, rows.get(j.id)) for j in view.jobs.values() if j.state in ACTIVE and j.nodes]
+        running += [(j, rows[j.id].nodes, rows[j.id]) for j in view.jobs.values()
+                    if j.state == "PENDING" and self._releasing(j, rows)]
+        placements = placement_for(view, running)
+        runs = tuple(RunningJob(view.as_job(j), float(j.start_time or (row.phase_time if row else 0) or now or 0),
+                                placements[j.id], borrowing=bool(row and row.borrowing))
+                     for j, _, row in running)
+        pending = tuple(view.as_job(j) for j in pending_jobs)
+        finished = dict(self.table.final())
+        for j in view.jobs.values():
+            if j.state in FINAL:
+                finished[j.id] = j.state
+        for j in pending_jobs:
+            finished.update({k: v for k, v in _dependencies(j.dependency)[2].items() if k not in finished})
+        deps = {d for job in pending for d in (*job.after_ok, *job.after_any)}
+        finished = {k: v for k, v in finished.items() if k in deps}
+        waiting = {j.id for j in pending_jobs}
+        preempting: dict[int, list[int]] = {}
+        for row in rows.values():
+            if row.preempted_by in waiting and row.phase in (PREEMPTING, HELD) and row.job_id in view.jobs:
+                preempting.setdefault(row.preempted_by, []).append(row.job_id)
+        users, queues = self.store._usage(runs, now)
+        return Snapshot(pending=pending, running=runs, unavailable=view.unavailable(), finished=finished,
+                        user_usage=users, queue_usage=queues,
+                        preempting={k: tuple(sorted(v)) for k, v in preempting.items()})
+
+    @staticmethod
+    def _not_yet(j: SlurmJob, rows: dict[int, Row], now: float | None) -> bool:
+        """A job with a begin time (sbatch --begin, or Slurm's backoff after its own requeue) is not eligible
+        before it; a job the controller requeued is (its release overrides the backoff)."""
+        eligible = j.raw.get("eligible_time")
+        eligible = eligible.get("number") if isinstance(eligible, dict) else eligible
+        row = rows.get(j.id)
+        if row is not None and row.preempted_by is not None:
+            return False
+        return isinstance(eligible, (int, float)) and eligible > (now or time.time())
+
+    @staticmethod
+    def _releasing(j: SlurmJob, rows: dict[int, Row]) -> bool:
+        """A pending job the controller pinned and released (or is about to): it counts as running."""
+        row = rows.get(j.id)
+        return row is not None and row.phase in (STARTING, RELEASED)
+
+    # --- one cycle -------------------------------------------------------------------------
+
+    def cycle(self) -> CycleReport:
+        t0 = time.perf_counter()
+        now = self.clock()
+        report = CycleReport(now)
+        view = self.read()
+        rows = self.table.rows()
+        self._prolog_reasons(view, now, report)
+        self._reconcile(view, rows, now, report)
+        rows = self.table.rows()
+        snap = self.snapshot(view, rows, now)
+        t1 = time.perf_counter()
+        decisions = schedule(snap, self.config, now)
+        report.decide = time.perf_counter() - t1
+        self._apply(decisions, view, rows, now, report)
+        report.pending = len(snap.pending) - len(report.started)
+        report.running = len(snap.running) + len(report.started)
+        report.cost = time.perf_counter() - t0
+        self._heartbeat(report)
+        return report
+
+    def _send(self, what: str, job_id: int, fn, *args, now: float, report: CycleReport) -> bool:
+        try:
+            fn(*args)
+            return True
+        except SlurmError as e:
+            with self.store.transaction():
+                self.table.event(job_id, COMMAND_FAILED, {"command": what, "error": str(e)[:300]}, now)
+            report.mismatches.append(f"job {job_id}: {what} failed: {e}")
+            self.log(f"job {job_id}: {what} failed: {e}")
+            return False
+
+    def _mismatch(self, job_id: int, text: str, now: float, report: CycleReport, **fields) -> None:
+        self.table.event(job_id, MISMATCH, {"what": text}, now)
+        report.mismatches.append(f"job {job_id}: {text}")
+        self.log(f"mismatch: job {job_id}: {text}")
+
+    def _prolog_reasons(self, view: SlurmView, now: float, report: CycleReport) -> None:
+        """Slurm drains a node whose prolog failed with reason "Prolog error" only; the hook recorded the real
+        reason (e.g. "expected 8 GPUs, found 1") in the store: put it in the node's reason."""
+        bare = [n.name for n in view.nodes if n.reason.strip().lower() == "prolog error"]
+        if not bare:
+            return
+        for e in self.store.db.query("SELECT job_id, data FROM events WHERE kind = 'prolog_failed' ORDER BY id DESC"
+                                     " LIMIT 200"):
+            data = json.loads(e["data"])
+            if data.get("node") in bare:
+                bare.remove(data["node"])
+                reason = f"Prolog error: {data.get('reason', '')}"[:250]
+                if self._send("drain", e["job_id"], self.client.drain, data["node"], reason, now=now, report=report):
+                    self.log(f"node {data['node']}: reason set to {reason!r}")
+            if not bare:
+                return
+
+    def _reconcile(self, view: SlurmView, rows: dict[int, Row], now: float, report: CycleReport) -> None:
+        """Bring the intents and Slurm back in line before deciding (see module doc)."""
+        to_hold: list[int] = []
+        with self.store.transaction():
+            for j in view.jobs.values():
+                row = rows.get(j.id)
+                phase = row.phase if row else None
+                if j.state in FINAL and phase != PREEMPTING:
+                    if phase != DONE:
+                        self.table.conn.execute(
+                            "INSERT OR IGNORE INTO slurm_final(job_id, state, exit_code, end_time, restarts)"
+                            " VALUES (?,?,?,?,?)", (j.id, j.state, j.exit_code, j.end_time or now, j.restart_count))
+                        self.table.set_phase(j.id, DONE, now, reason="")
+                        report.ended[j.id] = j.state
+                    continue
+                if j.state in ACTIVE and j.state not in STARTED:
+                    continue  # completing (ending, or being requeued): it holds its nodes, nothing to do
+                if j.state in STARTED and j.nodes:
+                    if phase in (STARTING, RELEASED, HELD, None, DONE, GONE) or (phase == RUNNING and row.nodes != j.nodes and not row.mismatch):
+                        if row is None or phase in (HELD, None, DONE, GONE):
+                            self._mismatch(j.id, f"running on {','.join(j.nodes)} without a release by the "
+                                           "controller", now, report)
+                            self.table.set_phase(j.id, RUNNING, now, nodes=j.nodes, gpus=[], mismatch="unreleased")
+                        elif row.nodes != j.nodes:
+                            self._mismatch(j.id, f"running on {','.join(j.nodes)}, the core chose "
+                                           f"{','.join(row.nodes)}", now, report)
+                            self.table.set_phase(j.id, RUNNING, now, nodes=j.nodes, gpus=[], mismatch="nodes")
+                        else:
+                            self.table.set_phase(j.id, RUNNING, now, preempted_by=None, reason="",
+                                                 est_start=None, est_nodes="")
+                    continue
+                if j.state != "PENDING":
+                    continue
+                held = (j.priority or 0) == 0
+                if phase == RELEASED and not held and now - row.phase_time > self.release_timeout:
+                    self.table.event(j.id, "release_timeout", {"reason": j.reason, "nodes": row.nodes}, now)
+                    to_hold.append(j.id)
+                elif phase in (STARTING, RELEASED) and held and phase == RELEASED:
+                    to_hold.append(j.id)  # someone held it again: decide anew
+                elif phase not in (STARTING, RELEASED, PREEMPTING) and not held:
+                    self._mismatch(j.id, "pending with priority > 0 without a release by the controller: held",
+                                   now, report)
+                    to_hold.append(j.id)
+                elif phase == RUNNING:  # requeued by someone else (or by Slurm): it is pending again
+                    self.table.set_phase(j.id, HELD, now)
+            for job_id, row in rows.items():
+                if job_id not in view.jobs and row.phase not in (DONE, GONE):
+                    self._mismatch(job_id, f"vanished from Slurm while {row.phase}", now, report)
+                    self.table.set_phase(job_id, GONE, now)
+        for job_id in to_hold:
+            if self._send("hold", job_id, self.client.hold, job_id, now=now, report=report):
+                with self.store.transaction():
+                    self.table.set_phase(job_id, HELD, now)
+                report.rehold.append(job_id)
+        # Preemptions in flight: after the grace period (or as soon as the job ended), requeue held.
+        for job_id, row in rows.items():
+            if row.phase != PREEMPTING:
+                continue
+            j = view.jobs.get(job_id)
+            if j is None:
+                continue
+            if not row.signalled and j.state in ACTIVE:
+                if self._send("signal", job_id, self.client.signal, job_id, row.signal_name or "TERM",
+                              now=now, report=report):
+                    with self.store.transaction():
+                        self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (job_id,))
+                continue
+            ended = j.state in FINAL
+            if j.state == "PENDING":  # requeued already (a crash after requeuehold): make the hold an admin one
+                self._finish_preemption(j, row, now, report, requeued=True)
+            elif ended or (row.grace_until is not None and now >= row.grace_until and j.state != "COMPLETING"):
+                self._finish_preemption(j, row, now, report, requeued=False)
+
+    def _finish_preemption(self, j: SlurmJob, row: Row, now: float, report: CycleReport, requeued: bool) -> None:
+        if not j.requeue or not j.batch:
+            if j.state not in FINAL and not self._send("cancel", j.id, self.client.cancel, j.id, now=now,
+                                                       report=report):
+                return
+            with self.store.transaction():
+                self.table.event(j.id, "preempt_cancel", {"by": row.preempted_by}, now)
+                self.table.set_phase(j.id, HELD, now)  # becomes DONE when Slurm shows it CANCELLED
+            report.cancelled.append(j.id)
+            return
+        if not requeued and not self._send("requeuehold", j.id, self.client.requeue_hold, j.id, now=now,
+                                           report=report):
+            return
+        if not self._send("hold", j.id, self.client.hold, j.id, now=now, report=report):
+            return
+        with self.store.transaction():
+            self.table.event(j.id, "requeue", {"by": row.preempted_by, "restart_count": j.restart_count + 1}, now)
+            self.table.set_phase(j.id, HELD, now, reason=f"preempted by job {row.preempted_by}")
+        report.requeued.append(j.id)
+
+    def _apply(self, decisions: Decisions, view: SlurmView, rows: dict[int, Row], now: float,
+               report: CycleReport) -> None:
+        # Intents first, in one transaction; then the commands; a crash in between is carried on next cycle.
+        starts = [s for s in decisions.starts if view.jobs.get(s.job_id) and view.jobs[s.job_id].state == "PENDING"]
+        preemptions = [p for p in decisions.preemptions
+                       if view.jobs.get(p.victim_id) and view.jobs[p.victim_id].state in ACTIVE
+                       and (rows.get(p.victim_id) is None or rows[p.victim_id].phase != PREEMPTING)]
+        reserved = {r.job_id: r for r in decisions.reservations}
+        with self.store.transaction():
+            for s in starts:
+                self.table.set_phase(s.job_id, STARTING, now, nodes=[a.node for a in s.placement],
+                                     gpus=[list(a.gpus) for a in s.placement], borrowing=int(s.borrowing),
+                                     reason="", est_start=None, est_nodes="")
+                self.table.event(s.job_id, "start", {"nodes": [a.node for a in s.placement],
+                                                     "borrowing": s.borrowing}, now)
+            for p in preemptions:
+                victim = view.jobs[p.victim_id]
+                queue = self.config.queues.get(victim.partition)
+                grace = float(getattr(queue, "grace_period", 60))
+                self.table.set_phase(p.victim_id, PREEMPTING, now, preempted_by=p.preemptor_id,
+                                     signal_name=getattr(queue, "preempt_signal", "TERM"),
+                                     grace_until=now + grace, signalled=0, reason=p.reason)
+                self.table.event(p.victim_id, "preempt", {"by": p.preemptor_id, "reason": p.reason,
+                                                          "grace": grace}, now)
+            for job_id, reason in decisions.pending_reasons.items():
+                r = reserved.get(job_id)
+                est = r.start_time if r else None
+                where = ",".join(a.node for a in r.placement) if r else ""
+                row = rows.get(job_id)
+                if row is None or (row.reason, row.est_start, row.est_nodes) != (reason, est, where):
+                    phase = row.phase if row is not None and row.phase not in (STARTING, RELEASED) else HELD
+                    if row is not None and row.phase == PREEMPTING:
+                        continue
+                    self.table.set_phase(job_id, phase, row.phase_time if row else now, reason=reason,
+                                         est_start=est, est_nodes=where)
+        for s in starts:
+            self._start(view.jobs[s.job_id], [a.node for a in s.placement], now, report)
+        for p in preemptions:
+            victim = view.jobs[p.victim_id]
+            if self._send("signal", victim.id, self.client.signal, victim.id,
+                          getattr(self.config.queues.get(victim.partition), "preempt_signal", "TERM"),
+                          now=now, report=report):
+                with self.store.transaction():
+                    self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (victim.id,))
+            report.preempted.append(victim.id)
+        for job_id, reason in decisions.cancels.items():
+            if self._send("cancel", job_id, self.client.cancel, job_id, now=now, report=report):
+                with self.store.transaction():
+                    self.table.event(job_id, "cancel", {"reason": reason}, now)
+                    self.table.set_phase(job_id, HELD, now, reason=reason)
+                report.cancelled.append(job_id)
+
+    def _start(self, j: SlurmJob, nodes: list[str], now: float, report: CycleReport) -> None:
+        if not self._send("pin", j.id, self.client.pin, j.id, nodes, self.all_nodes, j.restart_count > 0,
+                          now=now, report=report):
+            with self.store.transaction():
+                self.table.set_phase(j.id, HELD, now)
+            return
+        if not self._send("release", j.id, self.client.release, j.id, now=now, report=report):
+            with self.store.transaction():
+                self.table.set_phase(j.id, HELD, now)
+            return
+        with self.store.transaction():
+            self.table.set_phase(j.id, RELEASED, now)
+        report.started.append(j.id)
+
+    def resume_starts(self, now: float, report: CycleReport) -> None:
+        """Carry on the starts a killed controller recorded but may not have sent (idempotent)."""
+        view = self.read()
+        for job_id, row in self.table.rows().items():
+            j = view.jobs.get(job_id)
+            if row.phase == STARTING and j is not None and j.state == "PENDING":
+                self._start(j, row.nodes, now, report)
+
+    def _heartbeat(self, report: CycleReport) -> None:
+        with self.store.transaction():
+            row = self.conn_meta("slurm_controller")
+            costs = (row or {}).get("costs", [])[-99:] + [round(report.cost, 4)]
+            decides = (row or {}).get("decides", [])[-99:] + [round(report.decide, 4)]
+            data = {"time": report.now, "pid": os.getpid(), "costs": costs, "decides": decides,
+                    "pending": report.pending, "running": report.running}
+            self.store.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('slurm_controller', ?)",
+                                    (json.dumps(data),))
+
+    def conn_meta(self, key: str) -> dict | None:
+        row = self.store.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # --- the daemon ------------------------------------------------------------------------
+
+    def run(self, once: bool = False, interval: float | None = None, max_seconds: float | None = None,
+            on_cycle: Callable[[CycleReport], None] | None = None) -> None:
+        interval = self.config.scheduler.cycle_interval if interval is None else interval
+        with _lock(self.store):
+            report = CycleReport(self.clock())
+            self.resume_starts(report.now, report)
+            deadline = None if max_seconds is None else time.monotonic() + max_seconds
+            while True:
+                report = self.cycle()
+                if on_cycle:
+                    on_cycle(report)
+                if once or (deadline is not None and time.monotonic() >= deadline):
+                    return
+                time.sleep(interval)
+
+
+def _lock(store: Store):
+    path = os.path.join(store.state_dir, "slurm-controller.lock")
+    f = open(path, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ControllerError(f"another adsched slurm controller runs on {store.state_dir}") from None
+    return f
+
+
+# --- what the CLI and the Slurm backend read -----------------------------------------------------
+
+
+def pending_reasons(store: Store) -> dict[int, tuple[str, float | None]]:
+    """{job id: (the core's pending reason, estimated start or None)} as the controller last stored them."""
+    try:
+        rows = store.conn.execute("SELECT job_id, reason, est_start FROM slurm_ctl WHERE reason != ''").fetchall()
+    except Exception:  # noqa: BLE001 - no controller has run on this store yet
+        return {}
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def status(store: Store, now: float, events: int = 20) -> dict:
+    """The controller's heartbeat and cycle cost, its managed jobs by phase, and the latest mismatches."""
+    ControlTable(store)
+    row = store.conn.execute("SELECT value FROM meta WHERE key = 'slurm_controller'").fetchone()
+    beat = json.loads(row[0]) if row else {}
+    costs = beat.get("costs", [])
+    phases = dict(store.conn.execute("SELECT phase, COUNT(*) FROM slurm_ctl GROUP BY phase").fetchall())
+    problems = [dict(r, data=json.loads(r["data"])) for r in store.db.query(
+        "SELECT * FROM events WHERE kind IN (?, ?, 'release_timeout') ORDER BY id DESC LIMIT ?",
+        [MISMATCH, COMMAND_FAILED, events])]
+    return {
+        "last_cycle": beat.get("time"), "seconds_since_last_cycle": None if not beat else round(now - beat["time"], 1),
+        "pid": beat.get("pid"), "pending": beat.get("pending"), "running": beat.get("running"),
+        "cycle_cost_median_ms": round(statistics.median(costs) * 1000, 1) if costs else None,
+        "decide_median_ms": round(statistics.median(beat.get("decides") or [0]) * 1000, 2) if costs else None,
+        "cycles_measured": len(costs), "phases": phases,
+        "problems": [{"time": e["time"], "job_id": e["job_id"], "kind": e["kind"], **e["data"]} for e in problems],
+    }
+
+
+def explain_job(store: Store, client: SlurmClient, job_id: int, now: float) -> Explanation:
+    """The core's explanation for a pending Slurm job, on a snapshot read from Slurm now (writes nothing)."""
+    ctl = Controller(store, client)
+    view = ctl.read()
+    j = view.jobs.get(job_id)
+    if j is None:
+        raise NotFound(f"no job {job_id} in Slurm")
+    if j.state != "PENDING":
+        raise InvalidRequest(f"job {job_id} is {j.state}, not pending")
+    snap = ctl.snapshot(view, ctl.table.rows(), None)
+    if not any(p.id == job_id for p in snap.pending):
+        raise InvalidRequest(f"job {job_id} is being started by the controller")
+    return explain(snap, store.config, now, job_id=job_id)
+
+
+def open_controller(state_dir, release_timeout: float = 30.0, log=None) -> Controller:
+    store = Store(state_dir)
+    if store.config.backend != "slurm":
+        raise InvalidRequest(f"cluster {store.config.name} has backend {store.config.backend!r}; the Slurm "
+                             "controller needs backend = \"slurm\"")
+    return Controller(store, SlurmClient(), release_timeout=release_timeout, log=log)
+
+
+def run_controller(state_dir, *, once=False, interval=None, release_timeout=30.0, max_seconds=None,
+                   on_cycle=None, log=None) -> None:
+    open_controller(state_dir, release_timeout, log).run(once=once, interval=interval, max_seconds=max_seconds,
+                                                         on_cycle=on_cycle)
+
+
+def controller_status(state_dir) -> dict:
+    now = time.time()
+    info = status(Store(state_dir), now)
+    age = info["seconds_since_last_cycle"]
+    head = ("no controller cycle recorded yet" if age is None else
+            f"last cycle {age:g} s ago (pid {info['pid']}): {info['pending']} pending, {info['running']} running; "
+            f"cycle cost median {info['cycle_cost_median_ms']} ms (schedule() {info['decide_median_ms']} ms) "
+            f"over {info['cycles_measured']} cycles")
+    phases = ", ".join(f"{k} {v}" for k, v in sorted(info["phases"].items()))
+    info["summary"] = head + (f"\njobs by phase: {phases}" if phases else "") + \
+        f"\nmismatches and failed commands (latest {len(info['problems'])}):"
+    return info

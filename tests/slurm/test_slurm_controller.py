@@ -1,0 +1,195 @@
+"""The controller on the real Slurm 22.05 mini-cluster: adsched's core decides, Slurm runs.
+
+Each scenario is one where Slurm left alone would decide differently (or could), and asserts that the core's
+decision is what happened. The session's controller runs in the controller container (conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+
+import pytest
+
+from adsched.core.hostlist import expand
+from adsched.standalone.store import Store
+
+from test_slurm_hybrid import STATE, adsub, cancel_all, client, drain, resume_all, sbatch, until
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture
+def slurm(minicluster):
+    cancel_all(minicluster)
+    yield minicluster
+    cancel_all(minicluster)
+    resume_all(minicluster)
+
+
+def running(mc, job_id, timeout=60):
+    return until(lambda: (j := client(mc).job(job_id)) and j.state == "RUNNING" and j, timeout=timeout,
+                 what=f"job {job_id} running")
+
+
+def events(mc, job_id, kind):
+    return [e for e in Store(mc.store_dir).events(job_id) if e["kind"] == kind]
+
+
+def slurm_would_pick(mc, *args) -> list[str]:
+    """Slurm's own choice (its scheduler with topology/tree, asked with --test-only: nothing runs)."""
+    r = mc.exec(["sbatch", "--test-only", *args, "--wrap", "true"], timeout=30)
+    return expand(re.search(r"on nodes (\S+)", r.stderr).group(1))
+
+
+def test_jobs_go_where_the_core_puts_them_not_where_slurm_would(slurm):
+    drain(slurm, [n for n in slurm.nodes if n != "node5"])
+    seven = sbatch(slurm, "--gres=gpu:7", "--wrap", "sleep 300")
+    assert running(slurm, seven).nodes == ["node5"]
+    resume_all(slurm)
+    # A 1-GPU job: the core packs it on node5's last free GPU and keeps idle nodes idle; Slurm takes an idle node.
+    slurms = slurm_would_pick(slurm, "--gres=gpu:1")
+    one = sbatch(slurm, "--gres=gpu:1", "--wrap", "sleep 300")
+    assert running(slurm, one).nodes == ["node5"]
+    assert events(slurm, one, "start")[0]["data"]["nodes"] == ["node5"]
+    assert slurms != ["node5"], f"Slurm alone picks {slurms} too: the scenario shows nothing"
+    # A 4-node gang with a free leaf: pinned on exactly the core's nodes (one leaf, the one left whole).
+    gang = sbatch(slurm, "-N4", "--gres=gpu:8", "--wrap", "sleep 300")
+    job = running(slurm, gang)
+    decided = events(slurm, gang, "start")[0]["data"]["nodes"]
+    assert decided == ["node1", "node2", "node3", "node4"] and sorted(job.nodes) == decided
+    # A 3-node gang spans two leaves only if it must: it must here (leaf2 has 3 nodes, but node5 is full).
+    three = sbatch(slurm, "-N3", "--gres=gpu:8", "--wrap", "sleep 300")
+    assert sorted(running(slurm, three).nodes) == events(slurm, three, "start")[0]["data"]["nodes"] == \
+        ["node6", "node7", "node8"]
+
+
+def test_fair_share_orders_before_slurms_fifo(slurm):
+    # root runs the whole cluster for a while (usage in the adsched store); then root and tester queue
+    # identical jobs, root first: Slurm's FIFO would start root's first; the core favours tester.
+    first = sbatch(slurm, "-p", "train", "-N8", "--gres=gpu:8", "--wrap", "sleep 6")
+    running(slurm, first)
+    mine = sbatch(slurm, "-p", "train", "-N8", "--gres=gpu:8", "--wrap", "sleep 1")
+    r = slurm.exec(["sbatch", "--parsable", "-p", "train", "-N8", "--gres=gpu:8", "--wrap", "sleep 1"],
+                   timeout=30, user="tester")
+    assert r.rc == 0, r.stderr
+    theirs = int(r.stdout.strip())
+    until(lambda: all((j := client(slurm).job(i)) and j.state == "COMPLETED" for i in (mine, theirs)), timeout=60,
+          what="both jobs done")
+    start_ids = {i: events(slurm, i, "start")[0]["id"] for i in (mine, theirs)}
+    assert start_ids[theirs] < start_ids[mine], "the core should start tester's job first (fair share)"
+    assert mine < theirs  # submitted first, same queue and size: Slurm's FIFO order
+
+
+def test_a_release_job_preempts_explore_gangs_which_are_requeued_whole(slurm):
+    # A raw sbatch gang whose batch shell traps the signal, and an adsub gang (srun inside): issue 16 says the
+    # latter must come back requeued, not FAILED with exit 143.
+    trap = 'trap "echo TERM >> /jobs/term-$SLURM_JOB_ID; sleep 1; exit 0" TERM; echo up > /jobs/up-$SLURM_JOB_ID; ' \
+           'sleep 300 & wait'
+    raw = sbatch(slurm, "-p", "explore", "-N4", "--gres=gpu:8", "--wrap", trap)
+    r = adsub(slurm, "submit", "-N", "4", "-q", "explore", "--json", "--", "sleep", "300")
+    assert r.rc == 0, r.stderr
+    gang = json.loads(r.stdout)["job_id"]
+    victims = {v: running(slurm, v) for v in (raw, gang)}
+    until(lambda: (slurm.jobs_dir / f"up-{raw}").exists(), what="the raw gang's trap is set")
+    release = sbatch(slurm, "-p", "release", "-N8", "--gres=gpu:8", "--wrap", "sleep 3")
+    job = until(lambda: (j := client(slurm).job(release)) and j.state in ("RUNNING", "COMPLETED") and j,
+                timeout=90, what="release job started")
+    assert sorted(job.nodes) == sorted(victims[raw].nodes + victims[gang].nodes)
+    assert (slurm.jobs_dir / f"term-{raw}").read_text().split() == ["TERM"]  # the job saw the signal
+    for v in (raw, gang):
+        back = client(slurm).job(v)
+        assert back.restart_count == 1 and back.state in ("PENDING", "RUNNING"), back  # requeued, not FAILED
+        kinds = [e["kind"] for e in Store(slurm.store_dir).events(v)]
+        assert kinds.index("preempt") < kinds.index("requeue")
+        preempt, requeue = events(slurm, v, "preempt")[0], events(slurm, v, "requeue")[0]
+        assert preempt["data"]["by"] == release and preempt["data"]["grace"] == 5
+    # The adsub gang's shell stays through the grace period: requeued at its end, whole.
+    assert events(slurm, gang, "requeue")[0]["time"] - events(slurm, gang, "preempt")[0]["time"] >= 4.5
+    for v in (raw, gang):  # after the release job, each runs again whole, restarted once
+        again = running(slurm, v, timeout=90)
+        assert again.restart_count == 1 and len(again.nodes) == 4
+
+
+def test_backfill_only_what_ends_before_the_reservation(slurm):
+    # Every job within its queue's quota (a borrowing job gets no reservation).
+    blocker = sbatch(slurm, "-p", "train", "-N4", "--gres=gpu:8", "-t", "3", "--wrap", "sleep 300")
+    running(slurm, blocker)
+    big = sbatch(slurm, "-p", "release", "-N8", "--gres=gpu:8", "-t", "10", "--wrap", "true")  # reserved at +3 min
+    long = sbatch(slurm, "-p", "explore", "-N2", "--gres=gpu:8", "-t", "10", "--wrap", "sleep 300")
+    short = sbatch(slurm, "-p", "explore", "-N2", "--gres=gpu:8", "-t", "1", "--wrap", "sleep 300")
+    running(slurm, short)
+    time.sleep(3)  # several cycles: the long one stays held although 4 nodes are idle
+    queue = {j["id"]: j for j in json.loads(adsub(slurm, "queue", "--json").stdout)}
+    assert queue[long]["state"] == "PENDING" and queue[big]["state"] == "PENDING"
+    assert queue[long]["reason"].startswith(f"Reservation: would delay job {big}"), queue[long]["reason"]
+    assert client(slurm).job(long).priority == 0  # still held by the controller
+    r = adsub(slurm, "explain", str(big), "--json")
+    assert r.rc == 0, r.stderr
+    why = json.loads(r.stdout)
+    assert why["estimated_start"] is not None and len(why["estimated_nodes"]) == 8
+
+
+def test_afterok_chain_runs_in_order_and_a_failed_parent_cancels(slurm):
+    a = sbatch(slurm, "--gres=gpu:8", "--wrap", "sleep 1")
+    b = sbatch(slurm, "--gres=gpu:8", f"--dependency=afterok:{a}", "--wrap", "sleep 1")
+    c = sbatch(slurm, "--gres=gpu:8", f"--dependency=afterok:{b}", "--wrap", "true")
+    bad = sbatch(slurm, "--gres=gpu:8", "--wrap", "exit 3")
+    orphan = sbatch(slurm, "--gres=gpu:8", f"--dependency=afterok:{bad}", "--wrap", "true")
+    until(lambda: (j := client(slurm).job(c)) and j.state == "COMPLETED", timeout=60, what="chain done")
+    starts = [events(slurm, i, "start")[0]["time"] for i in (a, b, c)]
+    ends = {i: client(slurm).job(i) for i in (a, b, c)}
+    assert starts == sorted(starts) and all(j.state == "COMPLETED" for j in ends.values())
+    assert ends[b].start_time >= ends[a].end_time and ends[c].start_time >= ends[b].end_time
+    until(lambda: (j := client(slurm).job(orphan)) and j.state == "CANCELLED", timeout=30, what="orphan cancelled")
+    assert not events(slurm, orphan, "start")
+    assert events(slurm, orphan, "cancel")[0]["data"]["reason"] == f"DependencyNeverSatisfied: job {bad} FAILED"
+
+
+def test_a_user_cannot_release_a_held_job(slurm):
+    job = sbatch(slurm, "--begin=now+1hour", "--gres=gpu:1", "--wrap", "true")
+    r = slurm.exec(["scontrol", "release", str(job)], timeout=30, user="tester")
+    assert r.rc != 0
+    own = slurm.exec(["sbatch", "--parsable", "--begin=now+1hour", "--gres=gpu:1", "--wrap", "true"], timeout=30,
+                     user="tester")
+    r = slurm.exec(["scontrol", "release", own.stdout.strip()], timeout=30, user="tester")
+    assert r.rc != 0  # job_submit.lua's slurm_job_modify refuses (scontrol shows no reason for updates)
+    assert client(slurm).job(int(own.stdout.strip())).priority == 0
+
+
+def test_controller_killed_at_random_points_every_job_runs_exactly_once(slurm):
+    rng = random.Random(7)
+    out = slurm.jobs_dir / "once"
+    out.mkdir(exist_ok=True)
+    jobs = []
+    for i in range(24):
+        nodes = rng.choice([1, 1, 2, 3, 4])
+        gpus = 8 if nodes > 1 else rng.choice([1, 2, 4, 8])
+        jobs.append(sbatch(slurm, "-p", "train", f"-N{nodes}", f"--gres=gpu:{gpus}",
+                           "-t", "5", "--wrap",
+                           f"echo $SLURM_JOB_ID ${{SLURM_RESTART_COUNT:-0}} $SLURMD_NODENAME >> /jobs/once/$SLURM_JOB_ID;"
+                           f" sleep {rng.choice([1, 2, 3])}"))
+    kills = 0
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        states = {j.id: j.state for j in client(slurm).jobs() if j.id in jobs}
+        if all(s == "COMPLETED" for s in states.values()) and len(states) == len(jobs):
+            break
+        if kills < 12:
+            time.sleep(rng.uniform(0.1, 1.5))
+            slurm.signal_controller(slurm.controller_pid, "KILL")
+            kills += 1
+            slurm.controller_pid = slurm.start_controller("--interval", "0.5")
+        else:
+            time.sleep(1)
+    final = {j.id: j for j in client(slurm).jobs() if j.id in jobs}
+    assert kills == 12
+    assert {i: final[i].state for i in jobs} == {i: "COMPLETED" for i in jobs}
+    for i in jobs:
+        lines = (out / str(i)).read_text().splitlines()
+        assert len(lines) == 1 and lines[0].split()[1] == "0", (i, lines)  # started once, never restarted
+        assert final[i].restart_count == 0
+    problems = [e for e in Store(slurm.store_dir).events() if e["kind"] == "mismatch" and e["job_id"] in jobs]
+    assert problems == []
