@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from adsched.core import fairshare
 from adsched.core.config import ClusterConfig
 from adsched.core.explain import Explanation, explain
 from adsched.core.model import Decisions, Job, NodeAlloc, RunningJob, Snapshot
@@ -299,10 +300,32 @@ class Controller:
         for row in rows.values():
             if row.preempted_by in waiting and row.phase in (PREEMPTING, HELD) and row.job_id in view.jobs:
                 preempting.setdefault(row.preempted_by, []).append(row.job_id)
-        users, queues = self.store._usage(runs, now)
+        users, queues = self._usage(runs, now)
         return Snapshot(pending=pending, running=runs, unavailable=view.unavailable(), finished=finished,
                         user_usage=users, queue_usage=queues,
                         preempting={k: tuple(sorted(v)) for k, v in preempting.items()})
+
+    def _usage(self, runs: tuple[RunningJob, ...], now: float | None) -> tuple[dict, dict]:
+        """Decayed GPU-hours per user and queue in the store's usage table (as the standalone daemon keeps
+        them), accrued up to `now` and saved; with now=None (explain) accrued to the clock, not saved."""
+        usage: dict[str, dict[str, float]] = {"user": {}, "queue": {}}
+        for kind, name, hours in self.store.conn.execute("SELECT kind, name, gpu_hours FROM usage"):
+            usage.setdefault(kind, {})[name] = hours
+        row = self.store.conn.execute("SELECT value FROM meta WHERE key = 'usage_time'").fetchone()
+        until = self.clock() if now is None else now
+        since = float(row[0]) if row else until
+        half_life = self.config.scheduler.fairshare_half_life
+        users = fairshare.accrue(usage["user"], runs, since, until, half_life, key=lambda r: r.job.user)
+        queues = fairshare.accrue(usage["queue"], runs, since, until, half_life, key=lambda r: r.job.queue)
+        if now is not None:
+            with self.store.transaction():
+                self.store.conn.execute("DELETE FROM usage")
+                self.store.conn.executemany("INSERT INTO usage(kind, name, gpu_hours) VALUES (?,?,?)",
+                                            [("user", k, v) for k, v in users.items()]
+                                            + [("queue", k, v) for k, v in queues.items()])
+                self.store.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('usage_time', ?)",
+                                        (str(now),))
+        return users, queues
 
     @staticmethod
     def _not_yet(j: SlurmJob, rows: dict[int, Row], now: float | None) -> bool:

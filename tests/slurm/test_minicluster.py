@@ -30,6 +30,10 @@ def test_srun_on_every_node_prints_its_name(minicluster):
 def test_switches_one_keeps_a_job_inside_one_leaf(minicluster):
     """Controller mode: --switches=1 becomes the job's max_leaves=1 (job_submit.lua), which the core honours."""
     mc = minicluster
+    deadline = time.monotonic() + 60
+    while run(mc, "squeue -h -o %i").strip():  # the previous tests' jobs gone (completing ones hold nodes)
+        assert time.monotonic() < deadline, "jobs of earlier tests still there"
+        time.sleep(0.5)
     # Three whole nodes: the core keeps them in one leaf (fewest leaves), which then has one free node.
     jobid = run(mc, "sbatch --parsable -N 3 --gres=gpu:8 --wrap 'sleep 120'").strip()
     try:

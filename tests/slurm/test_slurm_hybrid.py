@@ -131,8 +131,8 @@ def test_adsub_on_slurm_queue_show_cancel_and_bad_input(slurm):
     assert r.rc == 0 and f"job {job_id}: CANCELLING" in r.stdout
     until(lambda: client(slurm).job(job_id) is None or client(slurm).job(job_id).state == "CANCELLED",
           what="cancelled")
-    never = adsub(slurm, "submit", "-N", "5", "--max-leaves", "1", "--", "true")
-    assert never.rc != 0 and "5 nodes can never fit within 1 leaf(s)" in never.stderr, never.stderr
+    never = adsub(slurm, "submit", "-N", "5", "--max-leaves", "1", "--", "true")  # refused before sbatch
+    assert never.rc == 2 and "within 1 leaf" in never.stderr and "Traceback" not in never.stderr, never.stderr
     bad = adsub(slurm, "submit", "-q", "nope", "--", "true")
     assert bad.rc == 2 and "unknown queue 'nope'" in bad.stderr and "Traceback" not in bad.stderr
 
