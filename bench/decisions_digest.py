@@ -37,7 +37,9 @@ from adsched.core.schedule import schedule  # noqa: E402
 def canonical(d: Decisions) -> str:
     """Decisions as text; starts, reservations and preemptions keep their order (it is
     part of the decision), the dicts are sorted (their insertion order is not)."""
-    return repr((d.starts, sorted(d.pending_reasons.items()), sorted(d.cancels.items()),
+    # Reasons enter as the text users see (str of a Reason), as when they were strings.
+    return repr((d.starts, sorted((k, str(r)) for k, r in d.pending_reasons.items()),
+                 sorted((k, str(r)) for k, r in d.cancels.items()),
                  d.reservations, d.preemptions))
 
 

@@ -14,6 +14,7 @@ from adsched.core.config import ClusterConfig
 from .errors import InvalidRequest
 from .inputcheck import MAX_PATH_BYTES, check_request, check_text, printable
 from adsched.core.model import Job
+from adsched.core.reasons import INVALID_REQUEST
 from adsched.core.validate import validate_job
 from adsched.core.timefmt import parse_duration
 
@@ -178,7 +179,7 @@ def build_job(config: ClusterConfig, req: JobRequest, now: float, job_id: int = 
     )
     problem = validate_job(job, config)
     if problem:
-        raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith("InvalidRequest") else problem)
+        raise InvalidRequest(problem.message if problem.code == INVALID_REQUEST else str(problem))
     return job
 
 

@@ -159,13 +159,21 @@ class Case:
     config: ClusterConfig | None = None  # None: the runner's default
     finished: dict = field(default_factory=dict)
     want_starts: dict = field(default_factory=dict)  # job id -> node names (None: anywhere)
-    want_pending: dict = field(default_factory=dict)  # job id -> substring of the reason
-    want_cancels: dict = field(default_factory=dict)  # job id -> substring of the reason
+    # job id -> the reason's code, or (code, {field: value}) to check the fields it names too
+    want_pending: dict = field(default_factory=dict)
+    want_cancels: dict = field(default_factory=dict)
     want_reservations: dict = field(default_factory=dict)  # job id -> (start time, node names)
     want_borrowing: set = field(default_factory=set)  # started job ids marked borrowing
     want_preemptions: dict = field(default_factory=dict)  # victim id -> preemptor id
     preempting: dict = field(default_factory=dict)  # Snapshot.preempting: signalled earlier
     now: float = 100.0
+
+
+def assert_reason(reason, want) -> None:
+    """`want` is a code, or (code, {field: value}): compared exactly, field by field."""
+    code, fields = (want, {}) if isinstance(want, str) else want
+    assert reason.code == code, str(reason)
+    assert {k: getattr(reason, k) for k in fields} == fields, str(reason)
 
 
 def run_case(case: Case, default: ClusterConfig):
@@ -180,11 +188,11 @@ def run_case(case: Case, default: ClusterConfig):
         if nodes is not None:
             assert starts[job_id] == nodes
     assert set(starts) == set(case.want_starts), f"unexpected starts {set(starts) - set(case.want_starts)}"
-    for job_id, reason in case.want_pending.items():
-        assert reason in d.pending_reasons[job_id], d.pending_reasons[job_id]
+    for job_id, want in case.want_pending.items():
+        assert_reason(d.pending_reasons[job_id], want)
     assert set(d.cancels) == set(case.want_cancels)
-    for job_id, reason in case.want_cancels.items():
-        assert reason in d.cancels[job_id]
+    for job_id, want in case.want_cancels.items():
+        assert_reason(d.cancels[job_id], want)
     got = {r.job_id: (r.start_time, [a.node for a in r.placement]) for r in d.reservations}
     assert got == case.want_reservations
     assert {s.job_id for s in d.starts if s.borrowing} == case.want_borrowing

@@ -28,7 +28,7 @@ CASES = [
         "blocked gang is reserved at the first time enough nodes end, on the nodes free then",
         pending=[job(1).nodes(4)],
         running=ALMOST_FULL,
-        want_pending={1: "needs 4 nodes with 8 free GPUs; 3 available"},
+        want_pending={1: ("Resources", {"need": 4, "have": 3})},
         want_reservations={1: (1000.0, ["n01", "n14", "n15", "n16"])},
     ),
     Case(
@@ -42,7 +42,7 @@ CASES = [
         "a long job may not take reserved nodes: it names the reservation it would delay",
         pending=[job(1).nodes(4), job(2).limit(3600)],
         running=ALMOST_FULL,
-        want_pending={2: "Reservation: would delay job 1, reserved from t=1000"},
+        want_pending={2: ("Reservation", {"job": 1, "time": 1000.0})},
         want_reservations={1: (1000.0, ["n01", "n14", "n15", "n16"])},
     ),
     Case(
@@ -79,7 +79,7 @@ CASES = [
         pending=[job(1).nodes(4), job(2).limit(60)],
         running=ALMOST_FULL,
         config=FIFO,
-        want_pending={2: "Priority: waiting behind job 1"},
+        want_pending={2: ("Priority", {"job": 1})},
     ),
     Case(
         "a job already past its time limit counts as ending now",

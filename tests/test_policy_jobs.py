@@ -15,14 +15,14 @@ CASES = [
         "a job held by the start backoff waits with reason BeginTime naming the cause; later jobs go",
         pending=[job(1).nodes(16).held_until(160.0, "ranks [3] not running; retry after 60 s"), job(2).nodes(16)],
         want_starts={2: None},
-        want_pending={1: "BeginTime: ranks [3] not running; retry after 60 s"},
+        want_pending={1: ("BeginTime", {"time": 160.0, "message": "ranks [3] not running; retry after 60 s"})},
     ),
     Case(
         "a job held even in strict FIFO says BeginTime, and blocks nobody",
         pending=[job(1).held_until(101.0), job(2)],
         config=cluster(scheduler={"backfill": False}),
         want_starts={2: None},
-        want_pending={1: "BeginTime: not eligible before its begin time"},
+        want_pending={1: ("BeginTime", {"time": 101.0})},
     ),
     Case(
         "a job whose begin time has come starts",
@@ -32,7 +32,7 @@ CASES = [
     Case(
         "afterok on a job that has not finished: waits with reason Dependency",
         pending=[job(2).after_ok(12)],
-        want_pending={2: "Dependency: waiting for job 12"},
+        want_pending={2: ("Dependency", {"job": 12, "jobs": (12,)})},
     ),
     Case(
         "afterok on a COMPLETED job: runs",
@@ -44,13 +44,13 @@ CASES = [
         "afterok on a FAILED job: cancelled with the reason",
         pending=[job(2).after_ok(12)],
         finished={12: "FAILED"},
-        want_cancels={2: "DependencyNeverSatisfied: job 12 FAILED"},
+        want_cancels={2: ("DependencyNeverSatisfied", {"job": 12})},
     ),
     Case(
         "afterok on several: one cancelled parent cancels even while another still runs",
         pending=[job(2).after_ok(11, 12)],
         finished={12: "CANCELLED"},
-        want_cancels={2: "DependencyNeverSatisfied: job 12 CANCELLED"},
+        want_cancels={2: ("DependencyNeverSatisfied", {"job": 12})},
     ),
     Case(
         "afterany runs after a FAILED parent",
@@ -62,14 +62,14 @@ CASES = [
         "afterany waits for a parent not yet finished",
         pending=[job(2).after_any(12, 13)],
         finished={12: "TIMEOUT"},
-        want_pending={2: "Dependency: waiting for job 13"},
+        want_pending={2: ("Dependency", {"jobs": (13,)})},
     ),
     Case(
         "array throttle counts running tasks: 2 of %3 running, one more starts",
         pending=[job(10 + i).gpus(1).array(7, i, throttle=3) for i in range(3)],
         running=[job(20 + i).gpus(1).array(7, 10 + i, throttle=3).running_on("n01", gpus=(i,)) for i in range(2)],
         want_starts={10: None},
-        want_pending={11: "JobArrayTaskLimit: array 7 has 3 of at most 3 tasks running",
+        want_pending={11: ("JobArrayTaskLimit", {"job": 7, "have": 3, "limit": 3}),
                       12: "JobArrayTaskLimit"},
     ),
     Case(
@@ -79,7 +79,7 @@ CASES = [
         running=[job(9).gpus(1).queue("shared").user("a").running_on("n01", gpus=(0,))],
         config=PER_USER,
         want_starts={1: None, 3: None},
-        want_pending={2: "UserLimit: user a has 2 running jobs in queue shared (max 2)"},
+        want_pending={2: ("UserLimit", {"have": 2, "limit": 2})},
     ),
 ]
 
@@ -135,5 +135,5 @@ def test_failed_parent_cancels_child_and_grandchild():
     cancels = {}
     for _, _, d in drive(CLUSTER, chain, cycles=5, fail=frozenset({1})):
         cancels.update(d.cancels)
-    assert cancels == {2: "DependencyNeverSatisfied: job 1 FAILED",
-                       3: "DependencyNeverSatisfied: job 2 CANCELLED"}
+    want_cancels = {2: ("DependencyNeverSatisfied", 1), 3: ("DependencyNeverSatisfied", 2)}  # code, parent
+    assert {k: (r.code, r.job) for k, r in cancels.items()} == want_cancels

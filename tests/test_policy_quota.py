@@ -34,7 +34,7 @@ CASES = [
     Case("beyond quota + borrowing limit: waits with QuotaExceeded",
          pending=[job(1).queue("a")],
          running=[running("a", 900, "n01", "n02", "n03")],
-         want_pending={1: "QuotaExceeded: queue a uses 24 of its 16 GPUs (may borrow 8); job needs 8"}),
+         want_pending={1: ("QuotaExceeded", {"have": 24.0, "limit": 24, "need": 8})}),
     Case("borrow limit 0: never beyond quota",
          pending=[job(1).queue("c").gpus(1)],
          running=[running("c", 900, "n01")],

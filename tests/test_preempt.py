@@ -42,7 +42,7 @@ CASES = [
                   gang(13, "explore", "n05", "n06", start=3000), gang(14, "explore", "n09", "n10", start=3000)]
          + prod(900, "n07", "n08", "n11", "n12", *LEAF[4]),
          want_preemptions={11: 1, 12: 1},
-         want_pending={1: "Preempting: waiting for jobs 11, 12 to stop"},
+         want_pending={1: ("Preempting", {"jobs": (11, 12)})},
          want_reservations={1: (NOW, LEAF[1])}),
     Case("no preemption when a placement without it exists, even a scattered one",
          pending=[release(1, 4)],
@@ -54,7 +54,7 @@ CASES = [
          running=[gang(11, "explore", *LEAF[1], start=NOW - 300), gang(12, "explore", *LEAF[2], start=1000)]
          + prod(900, *LEAF[3], *LEAF[4]),
          want_preemptions={12: 1},
-         want_pending={1: "Preempting: waiting for job 12 to stop"},
+         want_pending={1: ("Preempting", {"jobs": (12,)})},
          want_reservations={1: (NOW, LEAF[2])}),
     Case("when every candidate is inside its exempt time, the job just waits",
          pending=[release(1, 4, max_leaves=1)],
@@ -86,7 +86,7 @@ CASES = [
          running=[gang(11, "explore", *LEAF[1], checkpoint=NOW - 10), gang(12, "explore", *LEAF[2], start=1000)]
          + prod(900, *LEAF[3], *LEAF[4]),
          want_preemptions={11: 1},
-         want_pending={1: "Preempting: waiting for job 11 to stop"},
+         want_pending={1: ("Preempting", {"jobs": (11,)})},
          want_reservations={1: (NOW, LEAF[1])}),
     Case("only the victims needed: one of two 1-node jobs is enough for a 1-node job",
          pending=[release(1, 1)],
@@ -100,7 +100,7 @@ CASES = [
          running=[gang(11, "prod", "n01", "n02", borrowing=True), gang(12, "prod", "n03", "n04")]
          + prod(900, *LEAF[2], *LEAF[3], *LEAF[4]),
          want_preemptions={11: 1},
-         want_pending={1: "Preempting: waiting for job 11 to stop"},
+         want_pending={1: ("Preempting", {"jobs": (11,)})},
          want_reservations={1: (NOW, ["n01", "n02"])}),
     Case("a queue without a quota does not reclaim borrowed GPUs of a non-preemptible queue",
          pending=[release(1, 2)],
@@ -118,7 +118,7 @@ CASES = [
          running=[gang(11, "explore", "n01", "n02"), gang(12, "explore", "n03", "n04"),
                   gang(13, "explore", *LEAF[2])] + prod(900, *LEAF[3], *LEAF[4]),
          preempting={1: (11, 12)},
-         want_pending={1: "Preempting: waiting for jobs 11, 12 to stop"},
+         want_pending={1: ("Preempting", {"jobs": (11, 12)})},
          want_reservations={1: (NOW, LEAF[1])}),
     Case("signalled victims are chosen by no one else; a half-drained victim set still holds its place",
          pending=[release(1, 4), release(2, 4), job(3).gpus(1)],
@@ -126,8 +126,8 @@ CASES = [
          running=[gang(12, "explore", "n03", "n04"), gang(13, "explore", *LEAF[2])] + prod(900, *LEAF[3], *LEAF[4]),
          preempting={1: (11, 12)},
          want_preemptions={13: 2},
-         want_pending={1: "Preempting: waiting for job 12 to stop", 2: "Preempting: waiting for job 13 to stop",
-                       3: "Reservation: would delay job 1"},  # n01, n02 are free but held
+         want_pending={1: ("Preempting", {"jobs": (12,)}), 2: ("Preempting", {"jobs": (13,)}),
+                       3: ("Reservation", {"job": 1})},  # n01, n02 are free but held
          # job 3's own reservation: on n01 once job 1 has run its time limit there
          want_reservations={1: (NOW, LEAF[1]), 2: (NOW, LEAF[2]), 3: (NOW + 3600, ["n01"])}),
 ]

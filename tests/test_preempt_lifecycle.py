@@ -21,12 +21,12 @@ def test_preempt_drain_then_start_on_the_freed_leaf():
     first = run_cycle(CLUSTER, snapshot(pend, RUNNING), NOW)
     assert first.preemptions == [Preemption(11, 1, "preempted by job 1 (queue release)"),
                                  Preemption(12, 1, "preempted by job 1 (queue release)")]
-    assert first.starts == [] and first.pending_reasons[1] == "Preempting: waiting for jobs 11, 12 to stop"
+    assert first.starts == [] and (first.pending_reasons[1].code, first.pending_reasons[1].jobs) == ("Preempting", (11, 12))
     # next cycle: both still draining; nothing new is chosen, the place stays held
     draining = snapshot(pend, RUNNING, preempting={1: (11, 12)})
     second = run_cycle(CLUSTER, draining, NOW + 2)
     assert second.preemptions == [] and second.starts == []
-    assert second.pending_reasons[1] == "Preempting: waiting for jobs 11, 12 to stop"
+    assert (second.pending_reasons[1].code, second.pending_reasons[1].jobs) == ("Preempting", (11, 12))
     # the daemon has requeued both victims: job 1 starts on leaf1, they wait
     requeued = [r.job for r in RUNNING[:2]]
     third = run_cycle(CLUSTER, snapshot(pend + requeued, RUNNING[2:], preempting={1: (11, 12)}), NOW + 130)
@@ -41,7 +41,7 @@ def test_preemption_depth_bounds_the_searches_and_zero_turns_it_off():
     assert {p.preemptor_id for p in run_cycle(one, snapshot(pend, RUNNING), NOW).preemptions} == {1}
     off = with_settings(CLUSTER, preemption_depth=0)
     d = run_cycle(off, snapshot(pend, RUNNING), NOW)
-    assert d.preemptions == [] and d.pending_reasons[1].startswith("Resources")
+    assert d.preemptions == [] and d.pending_reasons[1].code == "Resources"
 
 
 def test_the_same_snapshot_preempts_the_same_victims():
@@ -124,8 +124,9 @@ def test_a_draining_preemptor_keeps_its_quota_from_later_jobs_of_its_queue():
     later = job(2).queue("rel").gpus(1).priority(5)  # ordered first, and it would fit on n16 now
     d = run_cycle(cfg, snapshot([preemptor, later], [victim, *others], preempting={1: (11,)}), NOW)
     assert d.starts == []
-    assert d.pending_reasons[2].startswith("QuotaExceeded: queue rel uses 16 of its 16 GPUs")
-    assert d.pending_reasons[1] == "Preempting: waiting for job 11 to stop"
+    quota = d.pending_reasons[2]
+    assert (quota.code, quota.have, quota.need) == ("QuotaExceeded", 16, 1)  # the preemptor's 16 are committed
+    assert (d.pending_reasons[1].code, d.pending_reasons[1].jobs) == ("Preempting", (11,))
     # the victim is gone: the preemptor starts on the place it freed
     d = run_cycle(cfg, snapshot([preemptor, later, victim.job], others, preempting={1: (11,)}), NOW + 60)
     assert [(s.job_id, [a.node for a in s.placement]) for s in d.starts] == [(1, ["n01", "n02"])]

@@ -221,7 +221,7 @@ def test_preemptions_applied_over_many_cycles_keep_the_invariants(cfg, seed):
             preempting[p.preemptor_id] = preempting.get(p.preemptor_id, ()) + (p.victim_id,)
         for p, vs in snap.preempting.items():
             if p not in {s.job_id for s in d.starts}:
-                assert d.pending_reasons[p].startswith("Preempting")
+                assert d.pending_reasons[p].code == "Preempting"
         by_id = {j.id: j for j in pending}
         running += [RunningJob(by_id[s.job_id], now, s.placement, s.borrowing) for s in d.starts]
         done = {s.job_id for s in d.starts} | set(d.cancels)

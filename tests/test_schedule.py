@@ -8,7 +8,7 @@ import pytest
 
 from adsched.core.invariants import check
 from adsched.core.schedule import schedule
-from builders import cluster, job, snapshot
+from builders import assert_reason, cluster, job, snapshot
 
 CLUSTER = cluster(leaves=4, nodes_per_leaf=4, gpus=8)
 LEAF = {n.name: n.leaf for n in CLUSTER.nodes}
@@ -25,7 +25,7 @@ class Case:
     running: list = field(default_factory=list)
     unavailable: tuple = ()
     want_starts: dict = field(default_factory=dict)  # job id -> node names (None: any nodes)
-    want_pending: dict = field(default_factory=dict)  # job id -> substring of the reason
+    want_pending: dict = field(default_factory=dict)  # job id -> code, or (code, {field: value})
     want_leaves: dict = field(default_factory=dict)  # job id -> number of distinct leaves
 
 
@@ -37,7 +37,7 @@ CASES = [
         "gang with only 3 free nodes waits and names the shortfall",
         pending=[job(1).nodes(4).gpus(8)],
         running=[busy(900 + i, f"n{i:02d}") for i in range(1, 14)],
-        want_pending={1: "needs 4 nodes with 8 free GPUs; 3 available"},
+        want_pending={1: ("Resources", {"need": 4, "have": 3})},
     ),
     Case(
         "gang starts whole when the 4th node is free",
@@ -72,7 +72,7 @@ CASES = [
         "max leaves 1 waits with a topology reason when no leaf has room",
         pending=[job(1).nodes(4).gpus(8).max_leaves(1)],
         running=[busy(900, "n01"), busy(901, "n05"), busy(902, "n09"), busy(903, "n13")],
-        want_pending={1: "needs 4 nodes within 1 leaf; best leaf leaf1 has 3 free"},
+        want_pending={1: ("Topology", {"need": 4, "limit": 1, "leaf": "leaf1", "have": 3})},
     ),
     Case(
         "higher tier first even when submitted later",
@@ -101,8 +101,7 @@ CASES = [
     Case(
         "a gang larger than any max_leaves leaves can hold never runs: said so, not Topology",
         pending=[job(1).nodes(5).gpus(8).max_leaves(1), job(2).nodes(9).gpus(8).max_leaves(2)],
-        want_pending={1: "InvalidRequest: needs 5 nodes with 8 GPUs within 1 leaf; the largest leaf has 4",
-                      2: "InvalidRequest: needs 9 nodes with 8 GPUs within 2 leaves; the 2 largest leaves have 8"},
+        want_pending={1: ("InvalidRequest", {"need": 5, "limit": 4}), 2: ("InvalidRequest", {"need": 9, "limit": 8})},
     ),
 ]
 
@@ -118,9 +117,9 @@ def test_schedule(case: Case):
         assert starts[job_id] == nodes
     for job_id, leaves in case.want_leaves.items():
         assert len({LEAF[n] for n in starts[job_id]}) == leaves
-    for job_id, reason in case.want_pending.items():
+    for job_id, want in case.want_pending.items():
         assert job_id not in starts
-        assert reason in decisions.pending_reasons[job_id]
+        assert_reason(decisions.pending_reasons[job_id], want)
     assert set(starts) == set(case.want_starts) | set(case.want_leaves)
 
 
@@ -128,7 +127,7 @@ def test_gang_starts_in_the_cycle_a_fourth_node_frees():
     gang = job(1).nodes(4).gpus(8)
     running = [busy(900 + i, f"n{i:02d}") for i in range(1, 14)]
     first = schedule(snapshot([gang], running), CLUSTER, now=0)
-    assert first.starts == [] and "3 available" in first.pending_reasons[1]
+    assert first.starts == [] and (first.pending_reasons[1].code, first.pending_reasons[1].have) == ("Resources", 3)
     second = schedule(snapshot([gang], running[1:]), CLUSTER, now=1)  # n01 finished
     assert [len(s.placement) for s in second.starts] == [4]
 
@@ -163,7 +162,7 @@ def test_without_backfill_the_first_blocked_job_blocks_the_rest():
     pend = [job(1).nodes(4), job(2).gpus(1)]
     assert [s.job_id for s in schedule(snapshot(pend, running), CLUSTER, 0).starts] == [2]
     d = schedule(snapshot(pend, running), fifo, 0)
-    assert d.starts == [] and d.pending_reasons[2] == "Priority: waiting behind job 1"
+    assert d.starts == [] and (d.pending_reasons[2].code, d.pending_reasons[2].job) == ("Priority", 1)
 
 
 def test_without_topology_awareness_first_fit_by_node_order():

@@ -51,7 +51,8 @@ def test_the_held_job_is_in_the_snapshot_and_the_core_holds_it(store):
     assert {j.id: j.begin_time for j in snap.pending} == {held: NOW + 60, later: None}
     d = schedule(snap, store.config, NOW)
     assert [s.job_id for s in d.starts] == [later]
-    assert d.pending_reasons[held].startswith("BeginTime: ") and BACKOFF_CAUSE in d.pending_reasons[held]
+    reason = d.pending_reasons[held]
+    assert (reason.code, reason.time, reason.message) == ("BeginTime", NOW + 60, BACKOFF_CAUSE)
 
 
 def test_explain_agrees_with_the_daemon_about_a_job_behind_a_held_one(store):

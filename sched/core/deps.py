@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .model import COMPLETED, Job
+from . import reasons
+from .model import COMPLETED, Job, Reason
 
 WAIT, CANCEL = "wait", "cancel"
 
 
-def check(job: Job, finished: Mapping[int, str]) -> tuple[str, str] | None:
+def check(job: Job, finished: Mapping[int, str]) -> tuple[str, Reason] | None:
     """(CANCEL, reason), (WAIT, reason) or None when every dependency is met."""
     waiting = []
     for dep in job.after_ok:
@@ -23,8 +24,8 @@ def check(job: Job, finished: Mapping[int, str]) -> tuple[str, str] | None:
         if state is None:
             waiting.append(dep)
         elif state != COMPLETED:  # a failed parent cancels, even if others still run
-            return CANCEL, f"DependencyNeverSatisfied: job {dep} {state}"
+            return CANCEL, reasons.dependency_never_satisfied(dep, state)
     waiting.extend(dep for dep in job.after_any if dep not in finished)
     if waiting:
-        return WAIT, "Dependency: waiting for job " + ", ".join(str(d) for d in waiting)
+        return WAIT, reasons.dependency(tuple(waiting))
     return None

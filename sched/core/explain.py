@@ -19,15 +19,13 @@ or earlier per Snapshot.preempting), else state "running".
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 from .config import ClusterConfig
 from .memo import Memo
 from .model import Job, Placement, Snapshot
+from .reasons import PREEMPTING
 from .schedule import Cycle
-
-_JOB = re.compile(r"\bjob (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +35,7 @@ class Explanation:
     state: str  # "starts" (in this cycle), "pending" or "cancelled"
     position: int  # 1-based, among the pending jobs of its queue in priority order
     queue_length: int  # pending jobs in its queue
-    reason: str | None  # the pending or cancel reason, as in Decisions
+    reason: str | None  # the pending or cancel reason as users read it (str of Decisions' Reason)
     constraint: str | None  # the reason's code, e.g. "Topology"; None when it starts
     waiting_for: int | None  # the job whose reservation, position or result it waits on
     estimated_start: float | None
@@ -79,18 +77,17 @@ def explain(
                            estimated_start=now, estimated_placement=start.placement)
     cancelled = job_id in d.cancels
     reason = d.cancels[job_id] if cancelled else d.pending_reasons[job_id]
-    blocker = _JOB.search(reason)
     res = next((r for r in d.reservations if r.job_id == job_id), None)
     running = {r.job.id for r in snapshot.running}
     victims = tuple(p.victim_id for p in d.preemptions if p.preemptor_id == job_id) or tuple(
         v for v in snapshot.preempting.get(job_id, ()) if v in running)
-    victims = victims if reason.startswith("Preempting") else ()
+    victims = victims if reason.code == PREEMPTING else ()
     return Explanation(
         **common,
         state="cancelled" if cancelled else "pending",
-        reason=reason,
-        constraint=reason.split(":", 1)[0],
-        waiting_for=int(blocker.group(1)) if blocker else (victims[0] if victims else None),
+        reason=str(reason),
+        constraint=reason.code,
+        waiting_for=reason.job if reason.job is not None else (victims[0] if victims else None),
         estimated_start=res.start_time if res else None,
         estimated_placement=res.placement if res else (),
         preempting=victims,

@@ -26,6 +26,7 @@ from .deps import check as check_dependencies
 from .fairshare import gpu_equiv
 from .model import Decisions, Job, Snapshot
 from .place import NoFit, find_placement
+from .reasons import PREEMPTING
 from .reserve import conflicts
 
 
@@ -202,7 +203,8 @@ def _preemptions(snapshot: Snapshot, decisions: Decisions, config: ClusterConfig
         reclaim = run.borrowing and q.quota_gpus is not None and vq.name != q.name
         if not (allowed or reclaim):
             raise InvariantError(f"job {job.id} (queue {q.name}) may not preempt job {run.job.id} (queue {vq.name})")
-        if not decisions.pending_reasons.get(job.id, "").startswith("Preempting"):
+        reason = decisions.pending_reasons.get(job.id)
+        if reason is None or reason.code != PREEMPTING:
             raise InvariantError(f"job {job.id} preempts but its pending reason does not say so")
         groups.setdefault(job.id, []).append(run)
     for preemptor, victims in groups.items():

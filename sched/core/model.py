@@ -142,6 +142,27 @@ class Preemption:
     reason: str  # e.g. "preempted by job 12 (queue release)"
 
 
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a job waits (or is cancelled), as data, kept apart from the text users see (as
+    Kueue keeps a condition's reason apart from its message). Programs read `code` and the
+    fields; `message` is rendered from the same values where the reason is made (reasons.py).
+    str(reason) is the text shown: "Code: message"."""
+
+    code: str  # e.g. "Resources", "Topology", "Reservation", "Preempting" (reasons.py lists them)
+    message: str
+    job: int | None = None  # the job it waits on: ahead of it, promised its GPUs, a dependency, a victim
+    jobs: tuple[int, ...] = ()  # every job it waits on, when there can be several (dependencies, victims)
+    leaf: str | None = None  # Topology: the leaf with the most fitting nodes
+    need: float | None = None  # what it asks: nodes, GPUs or slices
+    have: float | None = None  # what there is (free nodes) or what is in use (quota, running jobs)
+    limit: float | None = None  # the limit it meets: max leaves, quota + borrow limit, throttle
+    time: float | None = None  # Reservation: the start it would delay; BeginTime: when it is eligible
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
 @dataclass(slots=True)
 class Decisions:
     """The result of one cycle: jobs to start now (all ranks at once) and why the rest wait.
@@ -152,7 +173,7 @@ class Decisions:
     """
 
     starts: list[Start] = field(default_factory=list)
-    pending_reasons: dict[int, str] = field(default_factory=dict)
-    cancels: dict[int, str] = field(default_factory=dict)
+    pending_reasons: dict[int, Reason] = field(default_factory=dict)
+    cancels: dict[int, Reason] = field(default_factory=dict)
     reservations: list[Reservation] = field(default_factory=list)
     preemptions: list[Preemption] = field(default_factory=list)

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import reasons
 from .capacity import Capacity, WhatIf
-from .model import Placement
+from .model import Placement, Reason
 
 Picks = list[tuple[int, int]]  # (node index, GPUs on it), rank order
 
 
 @dataclass(frozen=True, slots=True)
 class NoFit:
-    reason: str
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    reason: Reason
 
 
 def find_placement(
@@ -47,15 +44,12 @@ def find_placement(
 
 
 def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
-    return NoFit(f"Resources: needs {_plural(num_nodes, 'node')} with {_plural(gpus, 'free GPU')}; {have} available")
+    return NoFit(reasons.resources(num_nodes, gpus, have))
 
 
 def _no_topology(cap: Capacity, counts: list[int], num_nodes: int, max_leaves: int) -> NoFit:
     top = max(range(len(counts)), key=lambda l: (counts[l], -l))
-    return NoFit(
-        f"Topology: needs {num_nodes} nodes within {_plural(max_leaves, 'leaf')}; "
-        f"best leaf {cap.leaf_names[top]} has {counts[top]} free"
-    )
+    return NoFit(reasons.topology(num_nodes, max_leaves, cap.leaf_names[top], counts[top]))
 
 
 def would_place(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None, topology_aware: bool,
@@ -227,5 +221,5 @@ def find_mig(cap: Capacity, profile: str, count: int) -> Picks | NoFit:
         if free >= count and (best < 0 or free < best_free):
             best, best_free = i, free
     if best < 0:
-        return NoFit(f"Resources: needs {_plural(count, profile + ' MIG slice')} on one node; none has them free")
+        return NoFit(reasons.mig_resources(profile, count))
     return [(best, count)]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from .config import ClusterConfig
 from .fairshare import gpu_equiv
-from .model import Job, Snapshot
+from . import reasons
+from .model import Job, Reason, Snapshot
 
 WITHIN, BORROW = "within", "borrow"
 
@@ -58,21 +59,21 @@ class Usage:
         else:
             self._count(job)
 
-    def limits(self, job: Job, config: ClusterConfig) -> str | None:
+    def limits(self, job: Job, config: ClusterConfig) -> Reason | None:
         """Why a running-count limit holds the job back now, or None."""
         own = 1 if job.id in self.committed else 0  # a committed job is not its own competitor
         if job.array_throttle is not None and job.array_id is not None:
             n = self.array_tasks.get(job.array_id, 0) - own
             if n >= job.array_throttle:
-                return f"JobArrayTaskLimit: array {job.array_id} has {n} of at most {job.array_throttle} tasks running"
+                return reasons.array_task_limit(job.array_id, n, job.array_throttle)
         cap = config.queues[job.queue].max_running_per_user
         if cap is not None:
             n = self.user_jobs.get((job.queue, job.user), 0) - own
             if n >= cap:
-                return f"UserLimit: user {job.user} has {n} running jobs in queue {job.queue} (max {cap})"
+                return reasons.user_limit(job.user, n, job.queue, cap)
         return None
 
-    def quota(self, job: Job, config: ClusterConfig) -> str:
+    def quota(self, job: Job, config: ClusterConfig) -> str | Reason:
         """WITHIN, BORROW, or the QuotaExceeded reason."""
         q = config.queues[job.queue]
         if q.quota_gpus is None:
@@ -84,8 +85,5 @@ class Usage:
         if used + need <= q.quota_gpus:
             return WITHIN
         if q.borrow_limit_gpus is not None and used + need > q.quota_gpus + q.borrow_limit_gpus:
-            return (
-                f"QuotaExceeded: queue {q.name} uses {used:g} of its {q.quota_gpus} GPUs "
-                f"(may borrow {q.borrow_limit_gpus}); job needs {need:g}"
-            )
+            return reasons.quota_exceeded(q.name, used, q.quota_gpus, q.borrow_limit_gpus, need)
         return BORROW

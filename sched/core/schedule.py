@@ -38,7 +38,8 @@ from .deps import CANCEL
 from .deps import check as check_dependencies
 from .fairshare import factors
 from .memo import Memo
-from .model import Decisions, Job, Placement, Preemption, Reservation, Snapshot, Start
+from . import reasons
+from .model import Decisions, Job, Placement, Preemption, Reason, Reservation, Snapshot, Start
 from .order import order_pending
 from .place import NoFit, find_mig, find_placement, place_what_if, would_place
 from .preempt import choose as choose_victims
@@ -69,10 +70,10 @@ class Cycle:
         self.blocker: int | None = None
         # Capacity only shrinks during the cycle, so once a shape fails against a set of
         # reservations it may not touch, every later job of that shape and set fails too.
-        self.failed: dict[tuple, str] = {}
+        self.failed: dict[tuple, Reason] = {}
         self.order: list[Job] = []
         # Per-cycle memos, so the 10,000th job costs a few dict look-ups (bench/cycle.py):
-        self._invalid: dict[tuple, str | None] = {}  # request -> validate_job
+        self._invalid: dict[tuple, Reason | None] = {}  # request -> validate_job
         self._unsafe: dict[int, tuple[int, ...]] = {}  # time limit -> reservations it overlaps
         # Bumped by every start and reservation: between two bumps, jobs with the same request
         # and nothing of their own to check (no dependency, array or per-user limit) meet the
@@ -119,7 +120,7 @@ class Cycle:
 
         # Phases 3, 4 and 5: gates, then within-quota admission (or preemption) in order.
         borrowers: list[Job] = []
-        seen: dict[tuple, tuple[int, str]] = {}
+        seen: dict[tuple, tuple[int, object]] = {}  # request -> (generation, BORROW or its Reason)
         for job in self.order:
             self._step(job, seen, borrowers)
 
@@ -129,15 +130,15 @@ class Cycle:
             self._step(job, seen, None)
         return self
 
-    def _step(self, job: Job, seen: dict[tuple, tuple[int, str]], borrowers: list[Job] | None) -> None:
+    def _step(self, job: Job, seen: dict[tuple, tuple[int, object]], borrowers: list[Job] | None) -> None:
         """Gate and admit one job; `borrowers` is None in phase 6 (borrowing is allowed)."""
         if job.begin_time is not None and job.begin_time > self.now:  # held (start backoff)
-            self.decisions.pending_reasons[job.id] = _begin_time_reason(job)
+            self.decisions.pending_reasons[job.id] = reasons.begin_time(job.begin_time, job.begin_cause)
             return
         # Strict FIFO: the first blocked job blocks the rest, except a preemptor whose victims
         # are already being stopped for it: that decision was made and is followed through.
         if self.blocker is not None and job.id not in self._draining:
-            self.decisions.pending_reasons[job.id] = f"Priority: waiting behind job {self.blocker}"
+            self.decisions.pending_reasons[job.id] = reasons.priority(self.blocker)
             return
         plain = not (job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
                      or job.id in self._special or job.queue in self._per_user)
@@ -209,7 +210,7 @@ class Cycle:
         if job.mig is None and self.reserving and (job.id == self.focus or not borrowing):
             self._reserve(job)
 
-    def _admit_mig(self, job: Job, borrowing: bool) -> str | None:
+    def _admit_mig(self, job: Job, borrowing: bool) -> Reason | None:
         # MIG slices are never held by reservations (those hold whole GPUs only).
         profile, count = job.mig
         picks = find_mig(self.cap, profile, count)
@@ -219,7 +220,7 @@ class Cycle:
         self._start(job, placement, borrowing)
         return None
 
-    def _admit_gang(self, job: Job, borrowing: bool) -> str | None:
+    def _admit_gang(self, job: Job, borrowing: bool) -> Reason | None:
         """Start the job unless it fits nowhere that every reservation it overlaps allows."""
         if self._deep():
             return self._admit_on_profile(job, borrowing)
@@ -268,7 +269,7 @@ class Cycle:
                     self._busy.occupy(s.placement)
         return True
 
-    def _admit_on_profile(self, job: Job, borrowing: bool) -> str | None:
+    def _admit_on_profile(self, job: Job, borrowing: bool) -> Reason | None:
         found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
                                       self.settings.topology_aware, until=self.now)
         if found is not None:
@@ -281,7 +282,7 @@ class Cycle:
             reason = self.failed[key] = self._why_deep(job)
         return reason
 
-    def _why_deep(self, job: Job) -> str:
+    def _why_deep(self, job: Job) -> Reason:
         """As _why: the reservation the job's run would overlap (the earliest) if running jobs
         alone leave room for it; else why it fits nowhere now (counted on the profile, as
         find_placement would count with the lending reservations lifted)."""
@@ -293,22 +294,21 @@ class Cycle:
             verdict = find_placement(busy, N, G, job.max_leaves, topo)
         first = self._first
         if not isinstance(verdict, NoFit) and first.start_time < self.now + job.time_limit:
-            return (f"Reservation: would delay job {first.job_id}, reserved from t={first.start_time:g} "
-                    f"on {_nodes(first.placement)}")
+            return reasons.reservation(first.job_id, first.start_time, tuple(a.node for a in first.placement))
         have, counts = self.profile.fitting_now(G, job.time_limit)
         verdict = would_place(self.cap, N, G, job.max_leaves, topo, have, counts)
         if isinstance(verdict, NoFit):
             return verdict.reason
-        return f"Resources: needs {N} nodes with {G} free GPUs for {job.time_limit} s"
+        return reasons.resources_for(N, G, job.time_limit)
 
     # --- phase 5 -------------------------------------------------------------------------
 
-    def _preempt(self, job: Job) -> str | None:
+    def _preempt(self, job: Job) -> Reason | None:
         """Phase 5 for a blocked within-quota gang: its "Preempting" reason, or None."""
         draining = self._draining.get(job.id)
         if draining:  # victims signalled by an earlier cycle still stop: wait, choose no more
             self._hold_freed(job, draining)
-            return f"Preempting: waiting for {_jobs([r.job.id for r in draining])} to stop"
+            return reasons.preempting(tuple(r.job.id for r in draining))
         if self._search_left <= 0:
             return None
         q = self.config.queues[job.queue]
@@ -327,7 +327,7 @@ class Cycle:
             self._chosen.add(v.id)
             self.decisions.preemptions.append(Preemption(v.id, job.id, preemption_reason(job, v.run, self.config)))
         self._hold(job, choice.placement)
-        return f"Preempting: waiting for {_jobs([v.id for v in choice.victims])} to stop"
+        return reasons.preempting(tuple(v.id for v in choice.victims))
 
     def _hold_freed(self, job: Job, draining) -> None:
         """Hold, for a job whose victims drain, where it fits once they have stopped."""
@@ -382,7 +382,7 @@ class Cycle:
         return place_what_if(self.cap, what_if, job.num_nodes, job.gpus_per_node, job.max_leaves,
                              self.settings.topology_aware)
 
-    def _why(self, job: Job, reason: str, unsafe: tuple[int, ...]) -> str:
+    def _why(self, job: Job, reason: Reason, unsafe: tuple[int, ...]) -> Reason:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
         if not unsafe:
             return reason
@@ -396,8 +396,7 @@ class Cycle:
                 break
         if culprit is None:
             return reason
-        return (f"Reservation: would delay job {culprit.job_id}, reserved from t={culprit.start_time:g} "
-                f"on {_nodes(culprit.placement)}")
+        return reasons.reservation(culprit.job_id, culprit.start_time, tuple(a.node for a in culprit.placement))
 
     def _reserve(self, job: Job) -> None:
         """Give a blocked job (one of the first `reservation_depth`) its place and time."""
@@ -460,18 +459,7 @@ class Cycle:
             self._taken.append((placement, start, end))
 
 
-def _begin_time_reason(job: Job) -> str:
-    return f"BeginTime: {job.begin_cause or 'not eligible before its begin time'}"
 
 
 # Reservations past which starts are decided on the profile (Cycle._deep).
 DEEP = 8
-
-
-def _jobs(ids: list[int]) -> str:
-    return f"job {ids[0]}" if len(ids) == 1 else "jobs " + ", ".join(str(i) for i in ids)
-
-
-def _nodes(placement: Placement) -> str:
-    names = [a.node for a in placement]
-    return ",".join(names) if len(names) <= 4 else f"{names[0]}..{names[-1]} ({len(names)} nodes)"

@@ -175,7 +175,7 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
         cancels = getattr_(decisions, "cancels", None)
         for job_id in cancels or ():
             if pending.pop(job_id, None) is not None:
-                res.cancelled[job_id] = cancels[job_id]
+                res.cancelled[job_id] = str(cancels[job_id])
                 if job_id in depended:
                     finished[job_id] = CANCELLED
                 finished_since += 1

@@ -388,7 +388,7 @@ def to_workload(trace: Trace, config: ClusterConfig, oversize: str = "clamp", mi
                 job = _clamp(job, config, max_gpn, out.clamped)
             reason = validate_job(job, config)
             if reason is not None:
-                out.dropped[reason.split(":")[0]] += 1
+                out.dropped[reason.code] += 1
                 continue
         duration = tj.run_time
         if duration > job.time_limit:

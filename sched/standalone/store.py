@@ -610,6 +610,7 @@ class Store:
                                                     "borrowing": start.borrowing}, now)
                 started.append(start.job_id)
             for job_id, reason in decisions.cancels.items():
+                reason = str(reason)  # the text users see; the code leads it
                 cur = self.conn.execute(
                     "UPDATE jobs SET state = ?, reason = ?, end_time = ? WHERE id = ? AND state = ?",
                     (CANCELLED, reason, now, job_id, PENDING),
@@ -617,6 +618,7 @@ class Store:
                 if cur.rowcount == 1:
                     self._event(job_id, "cancel", {"reason": reason}, now)
             for job_id, reason in decisions.pending_reasons.items():
+                reason = str(reason)
                 self.conn.execute(
                     "UPDATE jobs SET reason = ? WHERE id = ? AND state = ? AND reason != ?",
                     (reason, job_id, PENDING, reason),
