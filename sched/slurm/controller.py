@@ -517,6 +517,7 @@ class Controller:
                 self.table.event(p.victim_id, "preempt", {"by": p.preemptor_id, "reason": p.reason,
                                                           "grace": grace}, now)
             for job_id, reason in decisions.pending_reasons.items():
+                reason = str(reason)  # the text users see (a Reason's code leads it)
                 r = reserved.get(job_id)
                 est = r.start_time if r else None
                 where = ",".join(a.node for a in r.placement) if r else ""
@@ -538,6 +539,7 @@ class Controller:
                     self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (victim.id,))
             report.preempted.append(victim.id)
         for job_id, reason in decisions.cancels.items():
+            reason = str(reason)
             if self._send("cancel", job_id, self.client.cancel, job_id, now=now, report=report):
                 with self.store.transaction():
                     self.table.event(job_id, "cancel", {"reason": reason}, now)

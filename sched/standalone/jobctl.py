@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from adsched.core.timefmt import parse_duration
+from adsched.core.reasons import INVALID_QUEUE, INVALID_REQUEST
 from adsched.core.validate import validate_job
 from adsched.errors import InvalidRequest
 
@@ -90,8 +91,7 @@ def update(store, job_id: int, who: Identity | None, now: float, time_limit: str
     job = replace(job, **{k: new for k, (_, new) in changes.items()})
     problem = validate_job(job, store.config)
     if problem:
-        raise InvalidRequest(problem.split(": ", 1)[-1] if problem.startswith(("InvalidRequest", "InvalidQueue"))
-                             else problem)
+        raise InvalidRequest(problem.message if problem.code in (INVALID_REQUEST, INVALID_QUEUE) else str(problem))
     with store.transaction():
         sets = ", ".join(f"{k} = ?" for k in changes)
         cur = store.conn.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND state = ?",
