@@ -205,12 +205,13 @@ def queue(state_dir, show_all, user, queue, states_text, as_json):
 
 @main.command()
 @state_option
-@click.argument("job_id", type=int)
+@click.argument("job_ref")
 @json_option
 @library_errors
-def show(state_dir, job_id, as_json):
-    """Show one job in full, with its history."""
+def show(state_dir, job_ref, as_json):
+    """Show one job in full, with its history (JOB_REF: 123, or an array's task: 123_4)."""
     backend = open_backend(state_dir)
+    job_id = jobrefs.one(backend, job_ref)
     job = backend.job(job_id)
     events = backend.events(job_id)
     if as_json:
@@ -234,12 +235,14 @@ def show(state_dir, job_id, as_json):
 
 @main.command()
 @state_option
-@click.argument("job_id", type=int)
+@click.argument("job_ref")
 @json_option
 @library_errors
-def explain(state_dir, job_id, as_json):
-    """Why is my job pending? Its position, what blocks it, its earliest estimated start and place."""
+def explain(state_dir, job_ref, as_json):
+    """Why is my job pending? Its position, what blocks it, its earliest estimated start and place
+    (JOB_REF: 123, or an array's task: 123_4)."""
     backend = open_backend(state_dir)
+    job_id = jobrefs.one(backend, job_ref)
     if not isinstance(backend, Store):  # Slurm (controller mode): the core's view of Slurm's queue
         _print_explanation(backend.explain(job_id, time.time()), as_json, backend.store)
         return

@@ -73,6 +73,23 @@ def resolve(backend, ref: JobRef) -> list:
     return sorted(tasks, key=lambda j: (j.array_index is None, j.array_index or 0, j.id))
 
 
+def one(backend, text: str) -> int:
+    """The one job `text` names: '123' (the job itself, an array's task 0 for its id) or '123_4'."""
+    if text.strip().isdecimal() and text.strip().isascii():
+        return int(text)  # any size: the backend says "no job N"
+    ref = parse_job_ref(text)
+    if ref.whole:
+        if ref.text.endswith("_*"):
+            raise InvalidRequest(f"{text} names every task of array {ref.job_id}; name one: {ref.job_id}_N")
+        return ref.job_id
+    if len(ref.tasks) != 1:
+        raise InvalidRequest(f"{text} names {len(ref.tasks)} tasks; name one: {ref.job_id}_N")
+    for j in backend.listing():  # any state: a finished task is shown too
+        if j.array_id == ref.job_id and j.array_index == ref.tasks[0]:
+            return j.id
+    raise NotFound(f"no job {text}")
+
+
 def cancel(backend, refs: list[str], now: float, by=None) -> dict[str, str]:
     """Cancel every job the references name: {"123_4": "CANCELLED", "7": "CANCELLING", ...}."""
     parsed = [parse_job_ref(r) for r in refs]  # all checked before anything is cancelled

@@ -108,3 +108,17 @@ def test_records_without_a_task_index_keep_their_own_id():
 
     rows = group_arrays([rec(41, 0, "RUNNING"), rec(40, None), rec(42, 2), rec(43, 3)])
     assert [label for label, _, _ in rows] == ["40_0", "40", "40_[2-3]"]
+
+
+@pytest.mark.parametrize("command,ref,want_exit,want", [
+    ("show", "1_3", 0, "JobId: 4"),
+    ("show", "12_2", 0, "JobId: 14"),
+    ("show", "11", 0, "JobId: 11"),
+    ("explain", "1_4", 0, "Job 5: queue explore"),
+    ("show", "1_[2-3]", 2, "1_[2-3] names 2 tasks; name one: 1_N"),
+    ("show", "1_*", 2, "1_* names every task of array 1"),
+    ("show", "1_42", 1, "no job 1_42"),
+])
+def test_show_and_explain_take_one_task(state, command, ref, want_exit, want):
+    r = adsub(state, command, ref)
+    assert (r.exit_code, want in r.output) == (want_exit, True), r.output
