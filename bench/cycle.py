@@ -20,6 +20,7 @@ import argparse
 import cProfile
 import pstats
 import random
+import resource
 import statistics
 import time
 import tracemalloc
@@ -140,6 +141,7 @@ def main() -> None:
             (m100, r100), (m1000, r1000) = per_res[100], per_res[1000]
             print(f"pending={n:>6} depth 1000 / depth 100: cycle {m1000 / m100:.2f}x for {r1000 / r100:.2f}x the "
                   f"reservations; per reservation {(m1000 / r1000) / (m100 / r100):.2f}x")
+    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

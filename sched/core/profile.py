@@ -218,6 +218,8 @@ class _Class:
         (a window [t, t + D) that ends before a change is not touched by it)."""
         ts, ms, G, D = self.p.times[i], self.p.masks[i], self.gpus, self.duration
         n, out = len(ts), []
+        if n == 1:  # nothing ever changes on this node (idle, down, or all busy for good)
+            return [(ts[0], INF, False)] if ms[0].bit_count() >= G else []
         s0 = 0
         if since > ts[0]:
             s0 = bisect_right(ts, since) - 1
@@ -280,6 +282,14 @@ class _Shape:
         t, heap, version = self.t, self.heap, self.cls.version[i]
         on = False
         intervals = self.cls.intervals[i]
+        if len(intervals) == 1 and intervals[0][1] == INF:  # feasible from some time on, for good
+            a = intervals[0][0]
+            if a <= t:
+                self.feasible |= 1 << i
+            else:
+                push(heap, (a, _BEFORE, i, version, True))
+                self.feasible &= ~(1 << i)
+            return
         for a, b, closed in intervals[bisect_left(intervals, t, key=_END) if len(intervals) > 4 else 0:]:
             if b < t or (b == t and not closed):
                 continue
