@@ -160,8 +160,13 @@ def _last_start(end: float, duration: float) -> float:
     t = end - duration
     while t + duration > end:
         t = nextafter(t, -INF)
-    while nextafter(t, INF) + duration <= end:
-        t = nextafter(t, INF)
+    # Up while it still fits; a few steps at most (where t is tiny beside the duration, a step
+    # of t's own size may never change the sum, and end - duration is then exact anyway).
+    for _ in range(8):
+        up = nextafter(t, INF)
+        if up + duration > end:
+            break
+        t = up
     return t
 
 
