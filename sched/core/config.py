@@ -6,6 +6,7 @@ its key path (`queues.explore.quota_gpus: must be >= 0`), as a ConfigError.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -191,6 +192,9 @@ def mig_sevenths(profile: str) -> int:
     """How many of a GPU's 7 compute slices one `profile` slice takes (0: not a profile)."""
     m = MIG_PROFILE.match(profile)
     return int(m.group(1)) if m else 0
+MAX_GPUS_PER_NODE = 256  # more is a typo (an HGX server has 8); GPU sets are bit masks
+MAX_CYCLE_INTERVAL = 3600.0
+MAX_DURATION = 100 * 365 * 86400
 _TOP_KEYS = {"cluster", "nodes", "switches", "queues", "scheduler", "standalone"}
 
 
@@ -204,12 +208,27 @@ def _int(errs: _Errors, path: str, value: Any, minimum: int | None = None) -> in
     return value
 
 
+def _finite(value: Any) -> float | None:
+    """A number as a finite float; None for anything else (bool, text, nan, inf, an int past float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _duration(errs: _Errors, path: str, value: Any) -> int | None:
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except (ValueError, TypeError) as e:
         errs.add(path, str(e))
         return None
+    if seconds > MAX_DURATION:  # times are floats: an endless limit is left out, not written huge
+        errs.add(path, f"must be at most {MAX_DURATION // 86400} days")
+        return None
+    return seconds
 
 
 def _unknown(errs: _Errors, path: str, table: dict, allowed: set[str]) -> None:
@@ -233,7 +252,9 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
     name = cluster.get("name", "cluster") if isinstance(cluster, dict) else "cluster"
     backend = "standalone"
     admins: tuple[str, ...] = ()
-    if isinstance(cluster, dict):
+    if not isinstance(cluster, dict):
+        errs.add("cluster", "must be a table")
+    else:
         _unknown(errs, "cluster", cluster, {"name", "backend", "admins"})
         backend = cluster.get("backend", "standalone")
         if backend not in ("standalone", "slurm"):
@@ -265,7 +286,9 @@ def parse_config(data: dict, source: str = "config") -> ClusterConfig:
     sched = _parse_scheduler(errs, data.get("scheduler", {}), queues)
     executor = "local"
     standalone = data.get("standalone", {})
-    if isinstance(standalone, dict):
+    if not isinstance(standalone, dict):
+        errs.add("standalone", "must be a table")
+    else:
         _unknown(errs, "standalone", standalone, {"executor"})
         executor = standalone.get("executor", "local")
         if executor not in ("local", "ssh"):
@@ -325,6 +348,9 @@ def _parse_nodes(errs: _Errors, groups: Any) -> list[dict]:
             errs.add(f"{path}.names", "required (e.g. \"node[01-16]\")")
             continue
         gpus = _int(errs, f"{path}.gpus", g.get("gpus", 8), 0)
+        if gpus is not None and gpus > MAX_GPUS_PER_NODE:
+            errs.add(f"{path}.gpus", f"must be <= {MAX_GPUS_PER_NODE} (GPUs in one server)")
+            gpus = None
         cpus = _int(errs, f"{path}.cpus", g.get("cpus", 112), 1)
         mem = _int(errs, f"{path}.memory_gb", g.get("memory_gb", 2048), 1)
         addresses = ["localhost"] * len(names)
@@ -533,11 +559,14 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
     default_queue = table.get("default_queue")
     if default_queue is None:
         default_queue = min(queues.values(), key=lambda q: (q.tier, q.name)).name if queues else ""
+    elif not isinstance(default_queue, str):
+        errs.add("scheduler.default_queue", f"must be a queue name, got {default_queue!r}")
+        default_queue = ""
     elif queues and default_queue not in queues:
         errs.add("scheduler.default_queue", f"unknown queue {default_queue!r}")
     interval = table.get("cycle_interval", 2.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
-        errs.add("scheduler.cycle_interval", "must be a positive number of seconds")
+    if _finite(interval) is None or not 0 < interval <= MAX_CYCLE_INTERVAL:
+        errs.add("scheduler.cycle_interval", f"must be a positive number of seconds, at most {MAX_CYCLE_INTERVAL:g}")
         interval = 2.0
     toggles = {}
     for key in ("backfill", "topology_aware"):
@@ -557,7 +586,7 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
     weights = {}
     for key in _WEIGHTS:
         value = table.get(key, getattr(SchedulerSettings, key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        if _finite(value) is None or value < 0:
             errs.add(f"scheduler.{key}", "must be a number >= 0")
             value = getattr(SchedulerSettings, key)
         weights[key] = float(value)

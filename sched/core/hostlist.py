@@ -30,6 +30,9 @@ def _split_top_level(expr: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+MAX_NAMES = 100_000  # a typo like n[1-100000000] is an error, not minutes of expanding
+
+
 def _expand_one(pattern: str) -> list[str]:
     m = re.search(r"\[([^\]]*)\]", pattern)
     if not m:
@@ -47,9 +50,13 @@ def _expand_one(pattern: str) -> list[str]:
         if hi < lo:
             raise HostlistError(f"range {item!r} goes backwards in {pattern!r}")
         width = len(lo_s) if lo_s.startswith("0") else 0
+        if hi - lo + 1 > MAX_NAMES:
+            raise HostlistError(f"range {item!r} in {pattern!r} names {hi - lo + 1} hosts (at most {MAX_NAMES})")
         for n in range(lo, hi + 1):
             for rest in _expand_one(tail):
                 out.append(f"{head}{n:0{width}d}{rest}")
+            if len(out) > MAX_NAMES:
+                raise HostlistError(f"{pattern!r} names more than {MAX_NAMES} hosts")
     return out
 
 
