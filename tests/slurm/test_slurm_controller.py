@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from adsched.core.hostlist import expand
 from adsched.standalone.store import Store
 
 from test_slurm_hybrid import STATE, adsub, cancel_all, client, drain, resume_all, sbatch, until
