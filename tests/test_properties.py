@@ -45,6 +45,9 @@ def clusters(draw):
     )
 
 
+_ARRAY_THROTTLE = {1: 1, 2: 3}
+
+
 def random_job(rng: random.Random, job_id: int, cfg, now: float) -> Job:
     has_mig = bool(cfg.mig_slices("1g.10gb"))
     kind = rng.random()
@@ -58,7 +61,8 @@ def random_job(rng: random.Random, job_id: int, cfg, now: float) -> Job:
               max_leaves=rng.choice([None, None, 1, 2]), **common)
     extra = {}
     if rng.random() < 0.2:
-        extra.update(array_id=rng.randint(1, 2), array_index=job_id, array_throttle=rng.randint(1, 3))
+        array_id = rng.randint(1, 2)  # one throttle per array, as a submitted array has
+        extra.update(array_id=array_id, array_index=job_id, array_throttle=_ARRAY_THROTTLE[array_id])
     if rng.random() < 0.2:
         extra["after_ok"] = (rng.randint(500, 510),)
     if rng.random() < 0.1:

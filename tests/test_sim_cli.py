@@ -33,15 +33,21 @@ def swf(tmp_path):
     return p
 
 
-def test_json_parses_and_has_every_policy(swf):
+def test_json_parses_and_has_the_default_policies(swf):
     r = run(swf, "--json", "--workers", "1")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert [p["policy"] for p in out["policies"]] == ["fifo", "backfill-flat", "adsched", "conservative"]
+    assert [p["policy"] for p in out["policies"]] == ["fifo", "backfill-flat", "adsched"]  # conservative: by name
     assert out["loader"]["bad_lines"] == 1 and out["loader"]["first_bad_lines"] == ["line 5: expected 18 fields, found 2"]
     assert out["cluster"]["name"] == "kth100"
     assert all(p["jobs"] == 3 for p in out["policies"])
     assert out["production"]["wait_mean"] == pytest.approx(5 / 3)
+
+
+def test_conservative_is_run_when_named(swf):
+    r = run(swf, "--json", "--workers", "1", "--policy", "adsched,conservative")
+    assert r.exit_code == 0, r.output
+    assert [p["policy"] for p in json.loads(r.output)["policies"]] == ["adsched", "conservative"]
 
 
 def test_table_and_plots(swf, tmp_path):
