@@ -86,7 +86,8 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_outside_the_repo(tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--no-deps", "--no-index", wheel],
+    _run([sys.executable, "-m", "pip", "--python", py, "install", "--quiet", "--no-deps", "--no-index",
+          "--ignore-installed", wheel],  # also when this Python has adsched installed (not editable)
          cwd=tmp_path)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
