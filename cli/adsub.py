@@ -11,7 +11,6 @@ import click
 from adsched.errors import InvalidRequest
 from adsched.inputcheck import printable
 from adsched.core.hostlist import compress
-from adsched import jobrefs
 from adsched.jobspec import check_workdir
 from adsched.backend import open_backend
 from adsched.specfile import load_job_file, read_spec_lines, request
@@ -21,6 +20,7 @@ from adsched.standalone.store import JobRecord, Store
 from adsched.core.timefmt import format_duration
 
 from .common import json_option, library_errors, print_json, print_table, state_option
+from .lazy import LazyGroup
 
 
 def _user() -> str:
@@ -28,7 +28,12 @@ def _user() -> str:
     return current_identity().name
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# sacct, sprio and scontrol hold/release/update: in usercmds.py, imported only when run (lazy.py).
+USERCMDS = {name: f"adsched.cli.usercmds:{name}" for name in ("acct", "prio", "hold", "release", "update")}
+
+
+@click.group(cls=LazyGroup, lazy_commands={**USERCMDS, "history": USERCMDS["acct"]},
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="adsched")
 def main():
     """Submit GPU jobs to adsched and follow them (like sbatch/squeue/scancel)."""
@@ -187,6 +192,8 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @library_errors
 def queue(state_dir, show_all, user, queue, states_text, as_json):
     """List jobs like squeue: pending and running (all with -a)."""
+    from adsched import jobrefs  # not on submit's path
+
     backend, states = open_backend(state_dir), None if show_all else ("PENDING", "RUNNING")
     if states_text:
         from adsched.standalone.accounting import parse_states
@@ -210,6 +217,8 @@ def queue(state_dir, show_all, user, queue, states_text, as_json):
 @library_errors
 def show(state_dir, job_ref, as_json):
     """Show one job in full, with its history (JOB_REF: 123, or an array's task: 123_4)."""
+    from adsched import jobrefs  # not on submit's path
+
     backend = open_backend(state_dir)
     job_id = jobrefs.one(backend, job_ref)
     job = backend.job(job_id)
@@ -241,6 +250,8 @@ def show(state_dir, job_ref, as_json):
 def explain(state_dir, job_ref, as_json):
     """Why is my job pending? Its position, what blocks it, its earliest estimated start and place
     (JOB_REF: 123, or an array's task: 123_4)."""
+    from adsched import jobrefs  # not on submit's path
+
     backend = open_backend(state_dir)
     job_id = jobrefs.one(backend, job_ref)
     if not isinstance(backend, Store):  # Slurm (controller mode): the core's view of Slurm's queue
@@ -298,6 +309,8 @@ def cancel(state_dir, job_ids, as_json):
 
     An array's id cancels every task; 123_4, 123_* and 123_[0-9] name tasks (as scancel).
     """
+    from adsched import jobrefs  # not on submit's path
+
     results = jobrefs.cancel(open_backend(state_dir), list(job_ids), time.time(), by=current_identity())
     if as_json:
         print_json(results)
@@ -305,16 +318,6 @@ def cancel(state_dir, job_ids, as_json):
         for job_id, state in results.items():
             click.echo(f"job {job_id}: {state}")
 
-
-# sacct, sprio and scontrol hold/release/update: in usercmds.py
-from .usercmds import acct, hold, prio, release, update  # noqa: E402
-
-main.add_command(acct)
-main.add_command(acct, "history")
-main.add_command(prio)
-main.add_command(hold)
-main.add_command(release)
-main.add_command(update)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 from adsched import errors
 
@@ -58,6 +57,8 @@ def needs_daemon(state_dir: str | os.PathLike) -> bool:
 
 def call(state_dir: str | os.PathLike, op: str, timeout: float = 60.0, **args):
     """One request to the daemon; its answer, or the library error it raised."""
+    import socket  # here: `adsub` on its own store never talks to a daemon (~4 ms of imports)
+
     path = socket_path(state_dir)
     payload = json.dumps({"op": op, "args": args}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
