@@ -15,7 +15,7 @@ from adsched.jobspec import check_workdir
 from adsched.backend import open_backend
 from adsched.specfile import load_job_file, read_spec_lines, request
 from adsched.standalone.auth import current_identity
-from adsched.standalone.remote import RemoteStore, needs_daemon
+from adsched.standalone.remote import RemoteStore
 from adsched.standalone.store import JobRecord, Store
 from adsched.core.timefmt import format_duration
 
@@ -255,7 +255,7 @@ def explain(state_dir, job_ref, as_json):
     backend = open_backend(state_dir)
     job_id = jobrefs.one(backend, job_ref)
     if not isinstance(backend, Store):  # Slurm (controller mode): the core's view of Slurm's queue
-        _print_explanation(backend.explain(job_id, time.time()), as_json, backend.store)
+        _print_explanation(backend.explain(job_id, time.time()), as_json, backend)
         return
     store = _standalone(state_dir)
     job = store.job(job_id)
@@ -275,7 +275,7 @@ def explain(state_dir, job_ref, as_json):
 
 
 def _standalone(state_dir) -> Store:
-    store = RemoteStore(state_dir) if needs_daemon(state_dir) else Store(state_dir)
+    store = open_backend(state_dir)  # the store or its daemon; a Slurm cluster's backend is refused below
     if store.config.backend != "standalone":
         raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on Slurm")
     return store

@@ -16,13 +16,14 @@ from .common import json_option, library_errors, print_json, print_table, state_
 
 def local_store(state_dir):
     """The store itself (these commands read its history); a store this user cannot read is said."""
+    from adsched.backend import open_backend
+    from adsched.publicconfig import read_public_config
     from adsched.standalone.remote import needs_daemon
-    from adsched.standalone.store import Store
 
-    if needs_daemon(state_dir):
+    if needs_daemon(state_dir) and read_public_config(state_dir) is None:
         raise AdschedError(f"the store in {state_dir} belongs to another user; this command reads it directly "
                            "(ask an admin, or run it as the store's owner)")
-    store = Store(state_dir)
+    store = open_backend(state_dir)  # a Slurm cluster's store may be unreadable: its public config says Slurm
     if store.config.backend != "standalone":
         from adsched.errors import InvalidRequest
 
@@ -114,11 +115,10 @@ def _span(seconds) -> str:
 
 def job_store(state_dir):
     """The store, or the daemon for a user who cannot write it; standalone clusters only."""
+    from adsched.backend import open_backend
     from adsched.errors import InvalidRequest
-    from adsched.standalone.remote import RemoteStore, needs_daemon
-    from adsched.standalone.store import Store
 
-    store = RemoteStore(state_dir) if needs_daemon(state_dir) else Store(state_dir)
+    store = open_backend(state_dir)  # the store, or its daemon; on Slurm, a backend that says so below
     if store.config.backend != "standalone":
         raise InvalidRequest(f"this command needs the standalone backend; cluster {store.config.name} runs on "
                              "Slurm (use scontrol hold|release|update there)")

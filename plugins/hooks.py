@@ -1,7 +1,9 @@
 """Slurm hooks: node Prolog, PrologSlurmctld, Epilog (and EpilogSlurmctld).
 
 slurm.conf names small wrapper scripts that run `adsched hook KIND --config FILE`. The hooks
-  - are short and never call Slurm commands (Slurm's rule: they run under its locks/timeouts);
+  - are short and call no Slurm command, with one exception: a failing node prolog drains its own
+    node with the real reason (`scontrol update NodeName=X State=DRAIN Reason=...`, as NHC does), so
+    that `scontrol show node` and `sinfo -R` say why instead of Slurm's bare "Prolog error";
   - take their settings from the hooks TOML an admin owns (never from the job's environment);
   - validate every SLURM_* variable they use (job id digits, node names known to the cluster,
     host lists parsed strictly, the comment parsed as the plugin wrote it);
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +40,8 @@ from adsched.standalone.store import Store
 from .gpu_health import HealthInputError, check_xml
 
 NVIDIA_SMI_TIMEOUT = 30
+SCONTROL_TIMEOUT = 10  # the drain on a failed prolog; slurmd waits for the prolog meanwhile
+REASON_MAX = 250  # characters of a node reason we write (Slurm keeps more; sinfo -R shows ~50)
 
 
 class HookFailure(AdschedError):
@@ -129,15 +134,48 @@ def gpu_xml(settings: HookSettings) -> str:
 
 
 def prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
-    """Node prolog; a failure's real reason is recorded in the store too: Slurm only shows "Prolog error",
-    and the controller copies the recorded reason into the drained node's reason."""
+    """Node prolog. On failure Slurm itself would only drain the node "Prolog error": the prolog drains it
+    first with the real reason (slurmctld keeps the reason of a node already drained: node_mgr.c
+    validate_node_specs), and records the failure in the store (`adsub show JOB`)."""
     try:
         return _prolog(settings, env)
     except HookFailure as e:
         job = env.get("SLURM_JOB_ID", "")
+        node = env.get("SLURMD_NODENAME", "")
+        warning = drain_own_node(settings, node, f"Prolog error: {e}", env)
         _record(settings, int(job) if job.isdigit() else None, "prolog_failed",
-                {"node": env.get("SLURMD_NODENAME", "")[:64], "reason": str(e)[:300]})
-        raise
+                {"node": node[:64], "reason": str(e)[:300]})
+        raise HookFailure(f"{e}{warning}") from None
+
+
+def node_reason(text: str) -> str:
+    """One printable line Slurm can store as a node reason."""
+    line = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(line.split())[:REASON_MAX]
+
+
+def drain_own_node(settings: HookSettings, node: str, reason: str, env: Mapping[str, str]) -> str:
+    """`scontrol update NodeName=node State=DRAIN Reason=reason`, for a node of this cluster only.
+
+    "" when done; else why not, as a suffix for the prolog's message (the node is still drained by
+    Slurm, "Prolog error", when the prolog exits 1)."""
+    try:
+        known = {n.name for n in load_config(settings.cluster).nodes}
+    except Exception:  # noqa: BLE001 - a broken config is the prolog's failure, reported by it
+        return " (node not drained by the prolog: cluster config unreadable)"
+    if node not in known:
+        return ""  # a name we do not know is not ours to drain (the failure already says so)
+    scontrol = shutil.which("scontrol", path=env.get("PATH") or "/usr/local/bin:/usr/bin:/bin")
+    if scontrol is None:
+        return " (node not drained by the prolog: scontrol not found)"
+    argv = [scontrol, "update", f"NodeName={node}", "State=DRAIN", f"Reason={node_reason(reason)}"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=SCONTROL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f" (node not drained by the prolog: scontrol did not answer in {SCONTROL_TIMEOUT} s)"
+    if r.returncode != 0:
+        return f" (node not drained by the prolog: {node_reason(r.stderr or r.stdout)[:120]})"
+    return ""
 
 
 def _prolog(settings: HookSettings, env: Mapping[str, str]) -> str:

@@ -12,8 +12,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, PermissionDenied
 from .jobspec import JobRequest, build_job
+from .publicconfig import read_public_config
+from adsched.standalone.auth import current_identity
 from adsched.standalone.remote import RemoteStore, needs_daemon
 from adsched.standalone.store import JobRecord, Store
 
@@ -36,8 +38,14 @@ class Backend(Protocol):
 
 
 def open_backend(state_dir: str | Path, runner: "Runner | None" = None) -> Backend:
-    if needs_daemon(state_dir):  # the store is another user's: ask its daemon (which knows our uid)
-        return RemoteStore(state_dir)
+    if needs_daemon(state_dir):  # the store is another user's
+        public = read_public_config(state_dir)
+        if public is None:  # standalone: ask its daemon (which knows our uid)
+            return RemoteStore(state_dir)
+        # Slurm mode: no daemon, and none needed. Slurm runs our commands as us and decides what we may do.
+        from adsched.slurm.client import SlurmClient, local_runner
+
+        return SlurmBackend(None, SlurmClient(runner or local_runner), public=public)
     store = Store(state_dir)
     if store.config.backend == "slurm":
         from adsched.slurm.client import SlurmClient, local_runner
@@ -51,9 +59,12 @@ _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPE
 
 
 class SlurmBackend:
-    def __init__(self, store: Store, client: SlurmClient):
-        self.store = store  # the cluster config, and the events the hooks write
-        self.config = store.config
+    def __init__(self, store: Store | None, client: SlurmClient, public: tuple[str, object] | None = None):
+        """`store`: the cluster config, and the events the hooks and the controller write. None for a user who
+        may not read it: then `public` (publicconfig.read_public_config) gives the config, and what the store
+        would add (the controller's pending reasons, the hooks' events) is left out."""
+        self.store = store
+        self.public_toml, self.config = public if store is None else (None, store.config)
         self.client = client
 
     def submit(self, req: JobRequest, now: float) -> int:
@@ -75,6 +86,8 @@ class SlurmBackend:
 
     def _core_reasons(self) -> dict[int, tuple[str, float | None]]:
         """The controller's pending reasons (controller mode; empty otherwise)."""
+        if self.store is None:
+            return {}
         from adsched.slurm.controller import pending_reasons
 
         return pending_reasons(self.store)
@@ -103,18 +116,30 @@ class SlurmBackend:
         """The core's explanation of a pending job, on Slurm's state now (controller mode)."""
         from adsched.slurm.controller import explain_job
 
-        return explain_job(self.store, self.client, job_id, now)
+        # Without the store: the core on Slurm's state alone, in a throw-away store (no fair-share usage, no
+        # controller bookkeeping), so an estimate; an admin's `adsub explain` has both.
+        store = self.store or Store.init(self.config.name, self.public_toml, memory=True)
+        return explain_job(store, self.client, job_id, now)
 
     def cancel(self, job_id: int, now: float, by=None) -> str:
         # Slurm checks who may cancel: scancel runs as the calling user.
+        from adsched.slurm.client import SlurmError
+
         job = self.job(job_id)
         if job.state not in _ACTIVE:
             raise InvalidRequest(f"job {job_id} already ended ({job.state})")
-        self.client.cancel(job_id)
+        try:
+            self.client.cancel(job_id)
+        except SlurmError as e:
+            if "permission denied" not in str(e).lower():
+                raise
+            me = (by or current_identity()).name
+            raise PermissionDenied(f"cancel job {job_id}: permission denied: it belongs to {job.user}, you are {me} "
+                                   "(Slurm lets only its owner or a Slurm operator cancel it)") from None
         return "CANCELLED" if job.state == "PENDING" else "CANCELLING"
 
     def events(self, job_id: int | None = None) -> list[dict]:
-        return self.store.events(job_id)
+        return [] if self.store is None else self.store.events(job_id)
 
 
 def _slurm_dependency(after_ok: tuple[int, ...], after_any: tuple[int, ...]) -> str | None:

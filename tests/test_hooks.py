@@ -53,6 +53,40 @@ def test_prolog_uncorrectable_ecc_fails_closed(hooks):
     assert "node01: GPU health check failed: GPU 3 (00000000:13:00.0): 4 uncorrectable ECC" in r.stderr
 
 
+def fake_scontrol(tmp, rc=0):
+    """An scontrol on PATH that records its arguments, one per line (the real one: tests/slurm/)."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp / "scontrol.args"}\n'
+                      f'[ {rc} = 0 ] || echo "slurm_update error: Invalid node name specified" >&2\nexit {rc}\n')
+    script.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize("node,rc,want_args,want_in_stderr", [
+    # The real reason, as one line, on the node that ran the prolog (issue 16).
+    ("node01", 0, ["update", "NodeName=node01", "State=DRAIN",
+                   "Reason=Prolog error: node01: GPU health check failed: GPU 3 (00000000:13:00.0): 4 uncorrectable "
+                   "ECC error(s) since driver load"], "GPU health check failed"),
+    ("node01", 1, ["update", "NodeName=node01", "State=DRAIN"], "node not drained by the prolog: slurm_update error"),
+    ("evil", 0, None, "is not a node of cluster"),  # a name the cluster does not have is never sent to Slurm
+])
+def test_failed_prolog_drains_its_node_with_the_real_reason(hooks, node, rc, want_args, want_in_stderr):
+    tmp, conf, xml, store = hooks
+    xml.write_text(eight_gpu_node(set_text("ecc_errors/volatile/dram_uncorrectable", "4")))
+    r = run_hook("prolog", conf, SLURM_JOB_ID="7", SLURMD_NODENAME=node, SLURM_NODELIST="node01",
+                 PATH=fake_scontrol(tmp, rc))
+    assert r.returncode == 1 and want_in_stderr in r.stderr, r.stderr
+    sent = (tmp / "scontrol.args").read_text().splitlines() if (tmp / "scontrol.args").exists() else None
+    if want_args is None:
+        assert sent is None
+    else:
+        assert sent[:len(want_args)] == want_args, sent
+    failed = [e["data"] for e in Store(store).events(7) if e["kind"] == "prolog_failed"]
+    assert failed and failed[0]["node"] == node
+
+
 @pytest.mark.parametrize("env,msg", [
     (dict(SLURM_JOB_ID="7; rm -rf /", SLURMD_NODENAME="node01", SLURM_NODELIST="node01"), "not a job id"),
     (dict(SLURM_JOB_ID="7", SLURMD_NODENAME="evil", SLURM_NODELIST="node01"), "is not a node of cluster"),

@@ -29,6 +29,7 @@ from adsched.errors import InvalidRequest, NotFound, StorageError
 from adsched.jobspec import JobRequest, build_job, parse_array
 from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
 from .auth import authorize, check_state_dir, lock_down_state
+from adsched.publicconfig import publish_config
 from adsched.standalone import crashpoints
 
 if TYPE_CHECKING:
@@ -297,8 +298,7 @@ class Store:
         if memory:
             store = cls(state_dir, sqlite3.connect(":memory:"))
         else:
-            if config.backend == "standalone":
-                check_state_dir(state_dir)  # before anything is created there
+            check_state_dir(state_dir)  # before anything is created there
             state_dir.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(state_dir / cls.DB_NAME, timeout=30, factory=StoreConnection)
             conn.execute("PRAGMA journal_mode = WAL")
@@ -309,8 +309,10 @@ class Store:
                 store.conn.execute("INSERT OR IGNORE INTO nodes(name) VALUES (?)", (node.name,))
             store._event(None, "init", {"cluster": config.name, "nodes": len(config.nodes)}, 0.0)
         store._config = config
-        if not memory and config.backend == "standalone":
+        if not memory:
             lock_down_state(state_dir, cls.DB_NAME)  # only the daemon's user writes (or reads) the store
+            # Slurm mode has no daemon: its users read the cluster config beside the store (publicconfig.py).
+            publish_config(state_dir, cluster_toml, config.backend)
         return store
 
     def _migrate(self) -> None:
