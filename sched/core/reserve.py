@@ -7,12 +7,14 @@ built from the running jobs' ends and everything this cycle started or reserved 
 A reservation occupies its GPUs over [start, start + time limit) only, so a later job may be
 promised the gap before an earlier reservation.
 
-While every reservation of the cycle starts now (none yet, or a preemptor's hold), later
-GPUs only come free, so the free GPUs at a time are those of any window from it: the first
-reservation is found by a cheaper walk instead (`earliest`, the same answer): the end times
-of running jobs in order, returning their GPUs on a capacity.WhatIf until the job fits; the
-walk's answers are remembered in the shell's Memo (a daemon's consecutive cycles ask the
-same). The profile is built only when a second reservation is sought.
+With a few reservations (a shallow reservation_depth, the default), a cheaper walk finds the
+same answer without a profile (`earliest`): the end times of running jobs in order, returning
+their GPUs on a capacity.WhatIf until the job fits. A start at t runs over [t, t + D), so a
+reservation of this cycle that starts at or after t + D lends its GPUs to it (as the profile's
+window sees them free), and holds them again once the walk reaches t with t + D past its start.
+While every reservation starts now (none yet, or a preemptor's hold), the walk's answers are
+remembered in the shell's Memo (a daemon's consecutive cycles ask the same). The profile is
+built past a few reservations (schedule.Cycle._reserve), where its cursors win.
 
 Backfill rule (schedule.py applies it): a job that ends at `now + time_limit` may use a
 reservation's GPUs only if it ends by that reservation's start; all other holds stay.
@@ -39,6 +41,9 @@ class Timeline:
             (max(now, r.end_time), k, _GIVE, r.placement) for k, r in enumerate(running)
         )
         self._seq = len(self.events)
+        # Reservations of this cycle that start later than now: owner -> start (the walk lends
+        # their GPUs to a start that ends by then).
+        self.later: dict[int, float] = {}
 
     def _add(self, t: float, kind: int, payload: object) -> None:
         bisect.insort(self.events, (t, self._seq, kind, payload))
@@ -50,13 +55,15 @@ class Timeline:
     def reserved(self, res: Reservation, time_limit: int) -> None:
         self._add(res.start_time + time_limit, _RELEASE, res.job_id)
 
-    def taken(self, placement: Placement, end: float, owner: int | None) -> None:
+    def taken(self, placement: Placement, end: float, owner: int | None, start: float | None = None) -> None:
         """A start (owner None: busy GPUs given back at `end`) or reservation `owner` held on
-        the Capacity (its hold lifted at `end`)."""
+        the Capacity from `start` (its hold lifted at `end`)."""
         if owner is None:
             self._add(end, _GIVE, placement)
         else:
             self._add(end, _RELEASE, owner)
+            if start is not None and start > self.now:
+                self.later[owner] = start
 
 
 def earliest(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
@@ -99,7 +106,13 @@ def _key(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> t
 def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> tuple[float, Placement] | None:
     # The walk runs on a WhatIf (counters only, nothing changed); the job is placed on it
     # only at the times the counters say it may fit.
-    what_if = WhatIf(cap, job.gpus_per_node)
+    duration = job.time_limit
+    # Later reservations a start now would end by (by start): lent until t + D passes their start.
+    lent = sorted((start, owner) for owner, start in timeline.later.items() if start >= timeline.now + duration)
+    what_if = _LendingWhatIf(cap, job.gpus_per_node) if lent else WhatIf(cap, job.gpus_per_node)
+    what_if.lift(owner for _, owner in lent)
+    ended: set[int] = set()
+    next_lent = 0
     events = timeline.events
     k = 0
     while k < len(events):
@@ -110,7 +123,14 @@ def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> 
                 what_if.give(payload)
             else:
                 what_if.lift((payload,))
+                ended.add(payload)
             k += 1
+        # A start at t would run into these: they hold their GPUs again (unless already over).
+        while next_lent < len(lent) and lent[next_lent][0] < t + duration:
+            owner = lent[next_lent][1]
+            next_lent += 1
+            if owner not in ended:
+                what_if.hold_again(owner)
         if what_if.have < job.num_nodes:
             continue  # too few nodes yet, whatever the topology
         verdict = would_place(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware,
@@ -123,6 +143,27 @@ def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> 
             return t, placement
     return None
 
+
+
+class _LendingWhatIf(WhatIf):
+    """A WhatIf whose lifted holds may be held again (a lent reservation the walk's start would
+    now run into). Its GPUs are among the Capacity's held ones, so a node the Capacity itself
+    fits keeps fitting; one that came to fit in the what-if is checked again."""
+
+    def hold_again(self, owner: int) -> None:
+        cap, lifted = self.cap, self.lifted
+        lifted.discard(owner)
+        all_mask, leaf_of, gpus, fits = cap.all_mask, cap.leaf_of, self.gpus, self._fits
+        for i in cap._owned.get(owner, ()):
+            held = 0
+            for other, bits in cap.holds[i].items():
+                if other not in lifted:
+                    held |= bits
+            self.held[i] = held
+            if i in fits and (all_mask[i] & ~(self.busy.get(i, cap.busy[i]) | held)).bit_count() < gpus:
+                fits.discard(i)
+                self.have -= 1
+                self.counts[leaf_of[i]] -= 1
 
 
 def conflicts(res: Reservation, end_time: float, placement: Placement) -> bool:

@@ -95,6 +95,9 @@ class Cycle:
         self._backfill_reserved = 0  # reservations counted against reservation_depth
         self._busy: Capacity | None = None  # running and started only (_deep)
         self._first: Reservation | None = None  # the earliest reservation (by start, then job id)
+        # A reservation was sought after one that starts later than now: past DEEP reservations
+        # the profile decides (Cycle._deep), built then if the walks found the first ones.
+        self._profile_due = False
 
     def run(self) -> "Cycle":
         s, snap = self.settings, self.snapshot
@@ -102,11 +105,12 @@ class Cycle:
         # Phase 1: this cycle's own view of free capacity, job ends and running counts.
         self.cap = Capacity(self.config, snap, self.memo)
         self.reserving = (s.backfill and s.reservation_depth > 0) or self.focus is not None
-        # The availability profile (profile.py), built when the first reservation is sought;
+        # The availability profile (profile.py), built when it is first needed (_build_profile);
         # until then the GPUs this cycle takes (placement, from, until) are noted for it.
         self.profile: Profile | None = None
-        # While every reservation starts now, the first is found by reserve.earliest's walk
-        # over the job ends (the same answer, remembered across cycles in the Memo).
+        # Up to DEEP reservations (a shallow reservation_depth) are found by reserve.earliest's
+        # walk over the job ends instead (the same answers; while every reservation starts now,
+        # remembered across cycles in the Memo).
         self.timeline = Timeline(snap.running, self.now) if self.reserving else None
         self._overdue = any(r.end_time <= self.now for r in snap.running)
         self._taken: list[tuple[Placement, float, float]] = []
@@ -258,8 +262,12 @@ class Cycle:
         on the GPUs no overlapping reservation holds: the window of the profile at now).
         Not while a running job is past its time limit: the profile frees its GPUs at now
         (a reservation may start then) but no job may start on them before it is reaped."""
-        if self.profile is None or len(self.decisions.reservations) <= DEEP or self._overdue:
+        if len(self.decisions.reservations) <= DEEP or self._overdue:
             return False
+        if self.profile is None:
+            if not self._profile_due:
+                return False
+            self._build_profile()
         if self._busy is None:
             # What runs or starts, without any reservation: tells a job blocked by reservations
             # from one blocked by running jobs, for its pending reason.
@@ -406,13 +414,13 @@ class Cycle:
                 return  # strict FIFO reserves nothing
             if self._backfill_reserved >= self.settings.reservation_depth:
                 return
-        if self.timeline is not None:
+        if self.profile is None and self.timeline.later:
+            self._profile_due = True
+            if self.settings.reservation_depth > DEEP:  # many to come: the profile's cursors win
+                self._build_profile()
+        if self.profile is None:
             found = earliest(self.cap, self.timeline, job, self.settings.topology_aware)
         else:
-            if self.profile is None:
-                self.profile = Profile(self.cap, self.now, self.snapshot.running)
-                for placement, start, end in self._taken:
-                    self.profile.occupy_placement(placement, start, end)
             found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
                                           self.settings.topology_aware)
         if found is None:
@@ -433,6 +441,12 @@ class Cycle:
         if job.id not in self._preemptors:  # a preemptor's own hold would still be there
             self._fitting = carried
 
+    def _build_profile(self) -> None:
+        self.profile = Profile(self.cap, self.now, self.snapshot.running)
+        for placement, start, end in self._taken:
+            self.profile.occupy_placement(placement, start, end)
+        self.timeline = None  # the profile answers from now on
+
     def _note_first(self, r: Reservation) -> None:
         if self._first is None or (r.start_time, r.job_id) < (self._first.start_time, self._first.job_id):
             self._first = r
@@ -449,10 +463,7 @@ class Cycle:
         """GPUs taken over [start, end) by a start or by reservation `owner`: the timeline or
         the profile must know."""
         if self.timeline is not None:
-            if start > self.now:  # a reservation later than now: the walk no longer applies
-                self.timeline = None
-            else:
-                self.timeline.taken(placement, end, owner)
+            self.timeline.taken(placement, end, owner, start)
         if self.profile is not None:
             self.profile.occupy_placement(placement, start, end)
         elif self.reserving:
