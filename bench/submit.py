@@ -1,14 +1,17 @@
 """Wall time of the commands users type most, as real processes (like timing sbatch/squeue).
 
-    python bench/submit.py [--cluster PATH] [--repeat 11] [--queue-jobs 10000] [--bulk-jobs 10000]
+    python bench/submit.py [--cluster PATH] [--repeat 11] [--queue-jobs 10000] [--bulk-jobs 10000] [--sbatch]
 
 Prints, each as the median over --repeat runs of the whole process (fork, exec, imports, work):
   - `python -c pass` with the same interpreter: the floor every Python command pays here;
   - one `adsub submit -q debug --gpus 1 -- true` into a store;
   - `adsub queue` with --queue-jobs pending jobs in the store;
   - `adsub submit --file F` of --bulk-jobs job specs (JSON lines) into a fresh store, as jobs/s.
+With --sbatch, also Slurm's `sbatch -p debug --gres=gpu:1 --wrap true` (the same job), timed the same way
+by Python inside the controller container of a Slurm mini-cluster (adsched.testbed, mini8.toml) brought up
+for this run and taken down after it: docker exec's own overhead is not in the figure.
 The adsub used is the one on PATH (this tree's after `pip install -e .`). Figures are printed,
-never asserted: this machine is shared, so runs vary.
+never asserted: this machine is shared, so runs vary; the load average is printed beside them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,24 @@ import tempfile
 import time
 from pathlib import Path
 
-DEMO = Path(__file__).resolve().parent.parent / "sched" / "examples" / "demo.toml"
+EXAMPLES = Path(__file__).resolve().parent.parent / "sched" / "examples"
+DEMO = EXAMPLES / "demo.toml"
+MINI8 = EXAMPLES / "mini8.toml"
+
+# Run by python3 in the mini-cluster's controller container: wall() there, for sbatch (one warm-up run first).
+SBATCH_TIMER = """
+import json, subprocess, sys, time
+cmd, repeat, times = sys.argv[2:], int(sys.argv[1]), []
+for i in range(repeat + 1):
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if i:
+        times.append(time.perf_counter() - t0)
+    if done.returncode != 0:
+        sys.exit(" ".join(cmd) + " failed: " + done.stderr.strip())
+print(json.dumps(times))
+"""
+SBATCH = ["sbatch", "-p", "debug", "--gres=gpu:1", "--wrap", "true"]  # as `adsub submit -q debug --gpus 1 -- true`
 
 
 CPU = []  # (command, CPU seconds) of every run: user + system time of the child
@@ -64,12 +84,40 @@ def spec_file(path: str, n: int) -> None:
                                 "time": "10:00", "name": f"bench{i}"}) + "\n")
 
 
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def sbatch_wall(repeat: int) -> tuple[list[float], str]:
+    """sbatch's wall times in a mini-cluster brought up (and always taken down) here; and the load meanwhile."""
+    from adsched.testbed.minicluster import MiniCluster
+
+    state = tempfile.mkdtemp(prefix="adsched-bench-mc-")
+    cluster = MiniCluster(MINI8, f"adsched-bench-{os.getpid()}", state_dir=state, node_timeout=180)
+    try:
+        cluster.up()
+        print(f"mini-cluster {cluster.name} up in {cluster.timings['up']:.1f} s", file=sys.stderr)
+        seen = load()
+        r = cluster.exec(["python3", "-c", SBATCH_TIMER, str(repeat), *SBATCH], timeout=60 + 10 * repeat)
+        if r.rc != 0:
+            sys.exit(f"sbatch timing in the mini-cluster failed (rc {r.rc}): {(r.stderr or r.stdout).strip()}")
+        return json.loads(r.stdout), seen
+    finally:
+        cluster.down()
+        left = cluster.leftovers()
+        if left:
+            print(f"warning: the mini-cluster left {left}", file=sys.stderr)
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cluster", type=Path, default=DEMO)
     ap.add_argument("--repeat", type=int, default=11)
     ap.add_argument("--queue-jobs", type=int, default=10_000)
     ap.add_argument("--bulk-jobs", type=int, default=10_000)
+    ap.add_argument("--sbatch", action="store_true",
+                    help="Also time sbatch in a Slurm mini-cluster brought up for this run (needs the test bed).")
     args = ap.parse_args()
     adsub, adsched = shutil.which("adsub"), shutil.which("adsched")
     if not adsub or not adsched:
@@ -80,7 +128,9 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     work = tempfile.mkdtemp(prefix="adsched-bench-specs-")
     states = []
+    sbatch, sbatch_load = sbatch_wall(args.repeat) if args.sbatch else (None, "")
     try:
+        loads = {"floor": load()}
         floor = wall([sys.executable, "-c", "pass"], env, args.repeat)
         cpu = {"floor": cpu_since(0)}
 
@@ -88,7 +138,7 @@ def main() -> None:
         states.append(state)
         one = [adsub, "submit", "--state", state, "-q", "debug", "--gpus", "1", "--", "true"]
         wall(one, env, 1)  # warm the bytecode cache
-        mark = len(CPU)
+        mark, loads["submit"] = len(CPU), load()
         submit = wall(one, env, args.repeat)
         cpu["submit"] = cpu_since(mark)
 
@@ -115,6 +165,7 @@ def main() -> None:
     med = statistics.median
     print(f"cluster {args.cluster.name}; whole-process wall time, median of {args.repeat} runs (min), "
           "and the median CPU time (user + system)")
+    print(f"  ({loads['floor']} at the start, {loads['submit']} before the submits, {load()} at the end)")
     print(f"  python -c pass (the floor)           {med(floor) * 1e3:7.1f} ms (min {min(floor) * 1e3:6.1f})"
           f"  cpu {cpu['floor'] * 1e3:6.1f} ms")
     print(f"  adsub submit, one job                {med(submit) * 1e3:7.1f} ms (min {min(submit) * 1e3:6.1f})"
@@ -125,6 +176,9 @@ def main() -> None:
           f"  cpu {cpu['bulk'] * 1e3:6.1f} ms")
     print(f"    = {args.bulk_jobs / med(bulk):,.0f} jobs/s (best {args.bulk_jobs / min(bulk):,.0f}; "
           f"{args.bulk_jobs / cpu['bulk']:,.0f} per CPU second)   goal >= 5,000 jobs/s")
+    if sbatch:
+        print(f"  sbatch, one job, in the mini-cluster  {med(sbatch) * 1e3:7.1f} ms (min {min(sbatch) * 1e3:6.1f})"
+              f"  ({sbatch_load}; {' '.join(SBATCH)})")
 
 if __name__ == "__main__":
     main()
