@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from adsched.core.config import ClusterConfig, tomllib
+from adsched.core.config import ClusterConfig, toml_module
 
 from adsched.configfile import load_config
 from adsched.errors import AdschedError, InvalidRequest
@@ -38,6 +38,8 @@ from adsched.core.hostlist import HostlistError, expand
 from adsched.standalone.store import Store
 
 from .gpu_health import HealthInputError, check_xml
+
+tomllib = toml_module()  # hooks read TOML files
 
 NVIDIA_SMI_TIMEOUT = 30
 SCONTROL_TIMEOUT = 10  # the drain on a failed prolog; slurmd waits for the prolog meanwhile

@@ -60,8 +60,9 @@ def check_keys(spec: dict, where: str) -> dict:
 
 def load_job_file(path: str) -> dict:
     """A job TOML file as a spec dict (command split like a shell would)."""
-    from adsched.core.config import tomllib
+    from adsched.core.config import toml_module
 
+    tomllib = toml_module()
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as e:
@@ -102,8 +103,9 @@ def read_spec_lines(path: str) -> list[dict]:
 
 
 def _toml_inline_table(line: str, where: str) -> dict:
-    from adsched.core.config import tomllib
+    from adsched.core.config import toml_module
 
+    tomllib = toml_module()
     try:
         return tomllib.loads("spec = " + line)["spec"]
     except tomllib.TOMLDecodeError:

@@ -1,7 +1,9 @@
-"""adsub's fast path: subcommands load on demand (cli/lazy.py), and `adsub submit` imports only what it uses.
+"""adsub's fast path: subcommands load on demand (cli/lazy.py), `adsub submit` imports only what it uses, and
+a store reads its cluster config from the JSON parse kept beside the TOML (Store.config).
 
 Speed itself is printed by bench/submit.py, never asserted; these tests check the mechanism: every listed
-command still loads and helps, and a real submit leaves the modules it does not need unimported.
+command still loads and helps, a real submit leaves the modules it does not need unimported, and the config
+read through the JSON is the one the TOML gives (a stale or missing parse falls back to the TOML).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
+
+from adsched.core.config import parse_config_text
+from adsched.standalone.store import Store
 
 from adsched.cli import adsched as adsched_cli
 from adsched.cli import adsub as adsub_cli
@@ -53,6 +58,7 @@ NOT_ON_SUBMIT = [
     {"module": "adsched.cli.usercmds", "why": "acct/prio/hold/release/update load when run"},
     {"module": "adsched.jobrefs", "why": "job references: commands that name jobs"},
     {"module": "socket", "why": "only for another user's store, through its daemon"},
+    {"module": "tomllib", "why": "the store's config is read from its JSON parse"},
     {"module": "adsched.core.schedule", "why": "the scheduler: the daemon's"},
 ]
 
@@ -76,3 +82,39 @@ def test_submit_imports_only_what_it_uses(tmp_path):
     assert {"adsched.standalone.store", "adsched.core.config"} <= loaded  # it did submit through the store
     imported = [(case["module"], case["why"]) for case in NOT_ON_SUBMIT if case["module"] in loaded]
     assert imported == []
+
+
+def _init(tmp_path, example: str = "demo.toml") -> tuple[str, str]:
+    text = (EXAMPLES / example).read_text()
+    Store.init(tmp_path / "state", text)
+    return str(tmp_path / "state"), text
+
+
+@pytest.mark.parametrize("case", [
+    {"name": "as init wrote it", "parsed": None, "want_from": "json"},
+    {"name": "a store made before the parse was kept", "parsed": "DELETE", "want_from": "toml"},
+    {"name": "a parse of another text", "parsed": ["[cluster]\nname = 'other'\n", {"cluster": {"name": "other"}}],
+     "want_from": "toml"},
+    {"name": "empty (a TOML JSON cannot hold)", "parsed": "", "want_from": "toml"},
+], ids=lambda case: case["name"])
+@pytest.mark.parametrize("example", ["demo.toml", "demo_mig.toml", "cluster1024.toml"])
+def test_store_config_from_the_kept_parse_equals_the_toml(tmp_path, monkeypatch, case, example):
+    state, text = _init(tmp_path, example)
+    store = Store(state)
+    if case["parsed"] == "DELETE":
+        store.conn.execute("DELETE FROM meta WHERE key = 'cluster_parsed'")
+    elif case["parsed"] is not None:
+        value = case["parsed"] if isinstance(case["parsed"], str) else json.dumps(case["parsed"])
+        store.conn.execute("UPDATE meta SET value = ? WHERE key = 'cluster_parsed'", (value,))
+    store.conn.commit()
+    parsed_from = []
+    import adsched.standalone.store as store_module
+
+    for name in ("parse_config", "parse_config_text"):
+        real = getattr(store_module, name)
+        monkeypatch.setattr(store_module, name, lambda *a, _real=real, _name=name: parsed_from.append(_name) or
+                            _real(*a))
+    config = Store(state).config
+    assert parsed_from == ["parse_config" if case["want_from"] == "json" else "parse_config_text"]
+    want = parse_config_text(text, str(tmp_path / "state" / "cluster.toml"))
+    assert (config, config.raw, config.warnings) == (want, want.raw, want.warnings)  # raw, warnings: compare=False
