@@ -144,7 +144,9 @@ def prolog(settings: HookSettings, env: Mapping[str, str]) -> str:
     except HookFailure as e:
         job = env.get("SLURM_JOB_ID", "")
         node = env.get("SLURMD_NODENAME", "")
-        warning = drain_own_node(settings, node, f"Prolog error: {e}", env)
+        # The job's id in the reason links the node to the job for anyone (sinfo is public): `adsub show JOB`.
+        head = f"Prolog error (job {job})" if job.isdigit() else "Prolog error"
+        warning = drain_own_node(settings, node, f"{head}: {e}", env)
         _record(settings, int(job) if job.isdigit() else None, "prolog_failed",
                 {"node": node[:64], "reason": str(e)[:300]})
         raise HookFailure(f"{e}{warning}") from None

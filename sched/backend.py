@@ -9,6 +9,7 @@ store only holds the cluster config and the events the Slurm hooks record.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,6 +55,11 @@ def open_backend(state_dir: str | Path, runner: "Runner | None" = None) -> Backe
     return store
 
 
+# A job whose node prolog failed: requeued held by Slurm (job_mgr.c), its node drained by the prolog with
+# "Prolog error (job N): <why>" (plugins/hooks.py).
+LAUNCH_FAILED = "launch failed requeued held"
+_PROLOG_REASON = re.compile(r"^Prolog error \(job (\d+)\): (.+)$")
+
 # Slurm's finished states map onto ours; the rest keep Slurm's name (REQUEUED, NODE_FAIL, ...).
 _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED", "PREEMPTED"}
 
@@ -92,11 +98,25 @@ class SlurmBackend:
 
         return pending_reasons(self.store)
 
+    def _prolog_failures(self, jobs: list[SlurmJob]) -> dict[int, str]:
+        """{job id: why its prolog failed} from the node reasons the failing prolog wrote (public: sinfo), for
+        the jobs Slurm requeued held after a failed launch."""
+        if not any(j.raw.get("state_description") == LAUNCH_FAILED for j in jobs):
+            return {}
+        out: dict[int, str] = {}
+        for n in self.client.nodes():
+            m = _PROLOG_REASON.match(n.reason)
+            if m:
+                out.setdefault(int(m.group(1)), m.group(2))
+        return out
+
     def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]:
         out = []
         reasons = self._core_reasons()
-        for j in self.client.jobs():
-            rec = _record(j, reasons)
+        slurm_jobs = self.client.jobs()
+        failures = self._prolog_failures(slurm_jobs)
+        for j in slurm_jobs:
+            rec = _record(j, reasons, failures)
             if states and rec.state not in states and not ("RUNNING" in states and rec.state in _ACTIVE - {"PENDING"}):
                 continue
             if (user and rec.user != user) or (queue and rec.queue != queue):
@@ -110,7 +130,7 @@ class SlurmBackend:
         j = self.client.job(job_id)
         if j is None:
             raise NotFound(f"no job {job_id} in Slurm (finished jobs leave squeue after MinJobAge)")
-        return _record(j, self._core_reasons())
+        return _record(j, self._core_reasons(), self._prolog_failures([j]))
 
     def explain(self, job_id: int, now: float):
         """The core's explanation of a pending job, on Slurm's state now (controller mode)."""
@@ -159,10 +179,14 @@ def _max_leaves(comment: str) -> int | None:
     return None
 
 
-def _record(j: SlurmJob, core_reasons: dict | None = None) -> JobRecord:
+def _record(j: SlurmJob, core_reasons: dict | None = None, prolog_failures: dict | None = None) -> JobRecord:
     raw = j.raw
     if j.state == "PENDING" and core_reasons and j.id in core_reasons:  # the core's reason, not "JobHeldUser"
         j.reason = core_reasons[j.id][0]
+    elif j.state == "PENDING" and raw.get("state_description"):  # what squeue's %R shows ("launch failed ...")
+        j.reason = raw["state_description"]
+        if prolog_failures and j.id in prolog_failures:
+            j.reason += f": {prolog_failures[j.id]}"
     return JobRecord(
         id=j.id, name=j.name, user=j.user, queue=j.partition, num_nodes=j.num_nodes, gpus_per_node=j.gpus_per_node,
         time_limit=j.time_limit or 0, priority=0, max_leaves=_max_leaves(j.comment),

@@ -67,7 +67,7 @@ def fake_scontrol(tmp, rc=0):
 @pytest.mark.parametrize("node,rc,want_args,want_in_stderr", [
     # The real reason, as one line, on the node that ran the prolog (issue 16).
     ("node01", 0, ["update", "NodeName=node01", "State=DRAIN",
-                   "Reason=Prolog error: node01: GPU health check failed: GPU 3 (00000000:13:00.0): 4 uncorrectable "
+                   "Reason=Prolog error (job 7): node01: GPU health check failed: GPU 3 (00000000:13:00.0): 4 uncorrectable "
                    "ECC error(s) since driver load"], "GPU health check failed"),
     ("node01", 1, ["update", "NodeName=node01", "State=DRAIN"], "node not drained by the prolog: slurm_update error"),
     ("evil", 0, None, "is not a node of cluster"),  # a name the cluster does not have is never sent to Slurm

@@ -150,7 +150,7 @@ def test_prolog_fails_closed_on_uncorrectable_ecc_drains_the_node_with_the_real_
         assert r.rc == 0, r.stderr
         node = until(lambda: next((n for n in client(slurm).nodes() if n.name == "node4" and "drain" in n.state), None),
                      what="node4 drained")
-        want = "Prolog error: node4: GPU health check failed: GPU 3 (00000000:"
+        want = f"Prolog error (job {job_id}): node4: GPU health check failed: GPU 3 (00000000:"
         assert node.reason.startswith(want) and "3 uncorrectable ECC error(s)" in node.reason, node.reason
         shown = slurm.exec(["scontrol", "show", "node", "node4"], timeout=30).stdout
         assert f"Reason={want}" in shown, shown
@@ -164,6 +164,12 @@ def test_prolog_fails_closed_on_uncorrectable_ecc_drains_the_node_with_the_real_
         assert failed[0]["data"]["node"] == "node4"
         text = adsub(slurm, "show", str(job_id)).stdout
         assert "prolog_failed" in text and "GPU health check failed: GPU 3" in text, text
+        # Anyone (here `nobody`, who cannot read the store) sees why, from Slurm alone: the job's state and the
+        # node reason that names it.
+        public = slurm.exec(["adsub", "show", "--state", STATE, str(job_id)], user="nobody", timeout=60)
+        reason = next(line for line in public.stdout.splitlines() if line.strip().startswith("Reason:"))
+        assert reason.split(": ", 1)[1].startswith("launch failed requeued held: node4: GPU health check failed: "
+                                                   "GPU 3"), public.stdout + public.stderr
         log = slurm.logs(tail=200)["node4"]  # slurmd logs the failing prolog's output
         assert "prolog failed: rc:1 output:adsched prolog: node4: GPU health check failed: GPU 3" in log
         assert "3 uncorrectable ECC error(s) since driver load" in log
