@@ -28,6 +28,7 @@ from pathlib import Path
 from adsched.configfile import load_config
 from adsched.core.hostlist import expand
 from adsched.sim.traces import SwfMapping, load_trace, to_workload
+from adsched.standalone.store import Store
 from adsched.testbed.minicluster import MiniCluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,10 +86,17 @@ def run_one(args, controller: bool, jobs) -> dict:
             time.sleep(1)
         status = mc.exec(["adsched", "slurm", "status", "--state", "/jobs/adsched-state", "--json"], timeout=30)
         sdiag = mc.exec(["sdiag"], timeout=30).stdout
+        decided = {}  # job name -> when the controller decided its start (its first 'start' event)
+        if controller:
+            names = {j["job_id"]: j["name"] for j in json.loads(mc.exec(["squeue", "--all", "--json"],
+                                                                        timeout=30).stdout).get("jobs", [])}
+            for e in Store(mc.store_dir).events():
+                if e["kind"] == "start" and names.get(e["job_id"]) and names[e["job_id"]] not in decided:
+                    decided[names[e["job_id"]]] = e["time"]
     finally:
         mc.down()
     return {"submitted": submitted, "seen": seen, "status": json.loads(status.stdout) if controller else {},
-            "sdiag": sdiag, "config": mc.config}
+            "sdiag": sdiag, "config": mc.config, "decided": decided}
 
 
 def metrics(res, jobs) -> dict:
@@ -102,13 +110,16 @@ def metrics(res, jobs) -> dict:
         if nodes[key] > 1:
             leaves.append(len({res["config"].node(n).leaf for n in where}))
     starts = [s for s, _ in res["seen"].values()]
+    # The controller's own latency: its start decision -> Slurm's start time (whole seconds in squeue).
+    lag = [res["seen"][k][0] - t for k, t in res["decided"].items() if k in res["seen"]]
     return {"jobs started": f"{len(res['seen'])}/{len(jobs)}",
             "mean wait s": statistics.mean(waits) if waits else float("nan"),
             "p95 wait s": sorted(waits)[int(0.95 * (len(waits) - 1))] if waits else float("nan"),
             "mean bounded slowdown": statistics.mean(slow) if slow else float("nan"),
             "leaves per gang": statistics.mean(leaves) if leaves else float("nan"),
             "gangs": len(leaves),
-            "last start s": (max(starts) - min(res["submitted"].values())) if starts else float("nan")}
+            "last start s": (max(starts) - min(res["submitted"].values())) if starts else float("nan"),
+            "decision->start s": statistics.median(lag) if lag else "-"}
 
 
 def sdiag_figures(text: str) -> str:

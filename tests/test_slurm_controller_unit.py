@@ -4,13 +4,15 @@ reconciliation and crash safety, fast. The real-Slurm scenarios are in tests/slu
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from adsched.core.hostlist import compress, expand
 from adsched.slurm.client import SlurmClient
-from adsched.slurm.controller import Controller, controller_status
+from adsched.slurm.controller import Controller, CycleReport, controller_status
 from adsched.standalone.store import Store
 
 MINI8 = Path(__file__).resolve().parent / "clusters" / "mini8.toml"
@@ -211,3 +213,39 @@ def test_a_job_that_may_not_be_requeued_is_cancelled_when_preempted(slurm, state
     clock.t += 6
     assert ctl.cycle().cancelled == [victim]
     assert slurm.jobs[victim]["job_state"] == "CANCELLED"
+
+
+def test_a_job_with_a_future_begin_time_reaches_the_core_which_holds_it_until_then(slurm, state):
+    # sbatch --begin (or Slurm's backoff after its own requeue): the job is in the snapshot with
+    # Job.begin_time; the core gives it a BeginTime reason, then starts it once the time has come.
+    job = slurm.submit(nodes=1)
+    slurm.jobs[job]["eligible_time"] = 2100
+    clock = Clock(2000.0)
+    ctl = controller(state, slurm, clock)
+    snap = ctl.snapshot(ctl.read(), ctl.table.rows(), clock.t)
+    assert [(j.id, j.begin_time) for j in snap.pending] == [(job, 2100.0)]
+    assert ctl.cycle().started == []
+    reason = Store(state).conn.execute("SELECT reason FROM slurm_ctl WHERE job_id = ?", (job,)).fetchone()[0]
+    assert reason.startswith("BeginTime: not eligible before"), reason
+    clock.t = 2100.0
+    assert ctl.cycle().started == [job]
+
+
+@pytest.mark.parametrize("name,completing,pending,hook_event,want_at_most", [
+    ("a job's epilog recorded its end: wake at once", 0, 1, True, 1.0),
+    ("a job is completing while others wait: follow it closely", 1, 1, False, 1.0),
+    ("nothing happens: the whole interval", 0, 1, False, None),
+])
+def test_between_cycles_the_controller_wakes_when_a_job_ends(slurm, state, name, completing, pending, hook_event,
+                                                             want_at_most):
+    ctl = controller(state, slurm)
+    report = CycleReport(2000.0, pending=pending, completing=completing)
+    if hook_event:  # what `adsched hook epilog` does on a node (another process, the same store)
+        threading.Timer(0.2, lambda: Store(state).add_event(1, "slurm_end", {"node": "node1"}, 2001.0)).start()
+    t0 = time.monotonic()
+    ctl._wait(2.0, report)
+    took = time.monotonic() - t0
+    if want_at_most is None:
+        assert took >= 1.9, name
+    else:
+        assert took <= want_at_most, name

@@ -166,7 +166,7 @@ def test_controller_mode_conf(mini8):
     pairs = dict(line.split("=", 1) for line in conf.splitlines() if "=" in line and not line.startswith(
         ("#", "NodeName", "PartitionName")))
     assert pairs["PreemptType"] == "preempt/none" and pairs["JobSubmitPlugins"] == "lua"
-    assert pairs["SchedulerParameters"] == "batch_sched_delay=1,disable_job_shrink,max_switch_wait=0"
+    assert pairs["SchedulerParameters"] == "batch_sched_delay=0,disable_job_shrink,max_switch_wait=0"
     longest_grace = max(q.grace_period for q in mini8.queues.values())
     assert int(pairs["MinJobAge"]) > longest_grace
     assert {p["PreemptMode"] for p in lines_starting(conf, "PartitionName")} == {"OFF"}

@@ -34,7 +34,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from adsched.core import fairshare
@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS slurm_final (
 """
 
 MISMATCH, COMMAND_FAILED = "mismatch", "command_failed"
+# Between cycles (Controller._wait): how often the store is checked for new events, and how soon the next
+# cycle comes while a job is completing and others wait (seconds).
+POLL, FOLLOW = 0.05, 0.25
 
 
 class ControllerError(AdschedError):
@@ -117,6 +120,7 @@ class CycleReport:
     mismatches: list[str] = field(default_factory=list)
     pending: int = 0
     running: int = 0
+    completing: int = 0  # jobs ending in Slurm (their nodes free up in a moment)
 
     def summary(self) -> str:
         parts = [f"{k} {','.join(map(str, v))}" for k, v in (
@@ -169,6 +173,10 @@ class ControlTable:
 
     def event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
         self.store._event(job_id, kind, data, now)
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
 
 
 def _max_leaves(comment: str) -> int | None:
@@ -275,8 +283,7 @@ class Controller:
 
     def snapshot(self, view: SlurmView, rows: dict[int, Row], now: float | None) -> Snapshot:
         """The Snapshot the standalone store would build, from Slurm's jobs and nodes (usage accrues with `now`)."""
-        pending_jobs = [j for j in view.jobs.values() if j.state == "PENDING" and not self._releasing(j, rows)
-                        and not self._not_yet(j, rows, now)]
+        pending_jobs = [j for j in view.jobs.values() if j.state == "PENDING" and not self._releasing(j, rows)]
         # Running: what holds nodes in Slurm, and the jobs released on the nodes the core chose that
         # Slurm has not started yet (they will start there: nobody else may have those nodes).
         running = [(j, j.nodes, rows.get(j.id)) for j in view.jobs.values() if j.state in ACTIVE and j.nodes]
@@ -286,7 +293,10 @@ class Controller:
         runs = tuple(RunningJob(view.as_job(j), float(j.start_time or (row.phase_time if row else 0) or now or 0),
                                 placements[j.id], borrowing=bool(row and row.borrowing))
                      for j, _, row in running)
-        pending = tuple(view.as_job(j) for j in pending_jobs)
+        # Every pending job goes to the core, those with a begin time too (the core's BeginTime gate decides).
+        pending = tuple(replace(view.as_job(j), begin_time=b,
+                                begin_cause=f"not eligible before {_clock(b)} (Slurm's BeginTime)")
+                        if (b := self._begin_time(j, rows)) is not None else view.as_job(j) for j in pending_jobs)
         finished = dict(self.table.final())
         for j in view.jobs.values():
             if j.state in FINAL:
@@ -328,15 +338,15 @@ class Controller:
         return users, queues
 
     @staticmethod
-    def _not_yet(j: SlurmJob, rows: dict[int, Row], now: float | None) -> bool:
-        """A job with a begin time (sbatch --begin, or Slurm's backoff after its own requeue) is not eligible
-        before it; a job the controller requeued is (its release overrides the backoff)."""
+    def _begin_time(j: SlurmJob, rows: dict[int, Row]) -> float | None:
+        """Slurm's eligible time (sbatch --begin, or the backoff after Slurm's own requeue) as the core's
+        Job.begin_time; None for a job the controller requeued (its release overrides the backoff)."""
         eligible = j.raw.get("eligible_time")
         eligible = eligible.get("number") if isinstance(eligible, dict) else eligible
         row = rows.get(j.id)
         if row is not None and row.preempted_by is not None:
-            return False
-        return isinstance(eligible, (int, float)) and eligible > (now or time.time())
+            return None
+        return float(eligible) if isinstance(eligible, (int, float)) and eligible > 0 else None
 
     @staticmethod
     def _releasing(j: SlurmJob, rows: dict[int, Row]) -> bool:
@@ -362,6 +372,7 @@ class Controller:
         self._apply(decisions, view, rows, now, report)
         report.pending = len(snap.pending) - len(report.started)
         report.running = len(snap.running) + len(report.started)
+        report.completing = sum(j.state == "COMPLETING" for j in view.jobs.values())
         report.cost = time.perf_counter() - t0
         self._heartbeat(report)
         return report
@@ -597,7 +608,25 @@ class Controller:
                     on_cycle(report)
                 if once or (deadline is not None and time.monotonic() >= deadline):
                     return
-                time.sleep(interval)
+                self._wait(interval, report)
+
+    def _wait(self, interval: float, report: CycleReport) -> None:
+        """Sleep until the next cycle, cut short when a job ends (a job waiting for nodes should not also wait
+        for the controller): while a job is completing and others wait, the next cycle comes after FOLLOW s
+        (its nodes free up in a moment); otherwise a new event in the store (the Slurm hooks record one when
+        a job's epilog runs) wakes the controller at once. Checking is one cheap SQLite read every POLL s."""
+        if report.completing and report.pending:
+            time.sleep(min(interval, FOLLOW))
+            return
+        mark = self._last_event()
+        end = time.monotonic() + interval
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(POLL, left))
+            if self._last_event() != mark:
+                return
+
+    def _last_event(self) -> int:
+        return self.store.conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0
 
 
 def _lock(store: Store):

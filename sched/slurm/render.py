@@ -182,15 +182,16 @@ def _preempt_lines(config: ClusterConfig, plugin: PluginSettings | None) -> list
     if plugin is None or not plugin.controller:
         return ["PreemptType=preempt/partition_prio", "PreemptMode=REQUEUE"]
     # Controller mode: nothing starts without the controller's release and Slurm never preempts by
-    # itself (it would requeue victims un-held, onto nodes of its own choice). Release -> start in ~1 s
-    # (batch_sched_delay), no shrinking of a running job by a node-list update, no waiting for switches
-    # (the core already chose the leaves). A preempted job that ends during its grace period is
-    # requeued by the controller afterwards: Slurm must remember it that long (MinJobAge).
+    # itself (it would requeue victims un-held, onto nodes of its own choice). Release -> start at
+    # slurmctld's next 1 s tick (batch_sched_delay=0: not a tick later), no shrinking of a running job by
+    # a node-list update, no waiting for switches (the core already chose the leaves). A preempted job
+    # that ends during its grace period is requeued by the controller afterwards: Slurm must remember it
+    # that long (MinJobAge).
     longest_grace = max((q.grace_period for q in config.queues.values()), default=0)
     return [
         "PreemptType=preempt/none",
         "PreemptMode=OFF",
-        "SchedulerParameters=batch_sched_delay=1,disable_job_shrink,max_switch_wait=0",
+        "SchedulerParameters=batch_sched_delay=0,disable_job_shrink,max_switch_wait=0",
         f"MinJobAge={max(300, 2 * longest_grace + 60)}",
     ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 
 import pytest
@@ -37,8 +38,6 @@ def events(mc, job_id, kind):
 
 
 def test_jobs_go_exactly_where_the_core_puts_them(slurm):
-    # Slurm alone (sbatch --test-only) picked other nodes for the 1-GPU job in 3 runs and node5 too in one:
-    # its choice is not a stable contrast, so the test asserts the core's choice only.
     drain(slurm, [n for n in slurm.nodes if n != "node5"])
     seven = sbatch(slurm, "--gres=gpu:7", "--wrap", "sleep 300")
     assert running(slurm, seven).nodes == ["node5"]
@@ -47,15 +46,45 @@ def test_jobs_go_exactly_where_the_core_puts_them(slurm):
     one = sbatch(slurm, "--gres=gpu:1", "--wrap", "sleep 300")
     assert running(slurm, one).nodes == ["node5"]
     assert events(slurm, one, "start")[0]["data"]["nodes"] == ["node5"]
-    # A 4-node gang with a free leaf: pinned on exactly the core's nodes (one leaf, the one left whole).
+    # A 4-node gang with a free leaf: pinned on exactly the core's nodes (the one leaf left whole).
     gang = sbatch(slurm, "-N4", "--gres=gpu:8", "--wrap", "sleep 300")
     job = running(slurm, gang)
     decided = events(slurm, gang, "start")[0]["data"]["nodes"]
     assert decided == ["node1", "node2", "node3", "node4"] and sorted(job.nodes) == decided
-    # A 3-node gang spans two leaves only if it must: it must here (leaf2 has 3 nodes, but node5 is full).
-    three = sbatch(slurm, "-N3", "--gres=gpu:8", "--wrap", "sleep 300")
-    assert sorted(running(slurm, three).nodes) == events(slurm, three, "start")[0]["data"]["nodes"] == \
-        ["node6", "node7", "node8"]
+
+
+def test_a_gang_goes_where_the_core_puts_it_not_where_slurm_would(slurm):
+    # Busy pattern: node1 runs a job that ends within 2 minutes, node5 one that runs 10; both leaves have
+    # 3 free nodes. A release gang that must fit in one leaf (max_leaves=1) is blocked: the core reserves
+    # leaf1 for it (node1's job ends first). A 3-node gang for 10 minutes then comes: topology/tree, seeing
+    # two leaves of 3 free nodes, takes the first (node[2-4]); the core's best fit keeps off the reserved leaf.
+    for node, minutes in (("node5", 10), ("node1", 2)):
+        drain(slurm, [n for n in slurm.nodes if n != node])
+        busy = sbatch(slurm, "-p", "release", "--gres=gpu:8", "-t", str(minutes), "--wrap", "sleep 300")
+        assert running(slurm, busy).nodes == [node]
+        resume_all(slurm)
+    blocked = sbatch(slurm, "-p", "release", "-N4", "--gres=gpu:8", "-t", "10", "--comment=adsched:max_leaves=1",
+                     "--wrap", "true")
+    why = until(lambda: (r := adsub(slurm, "explain", str(blocked), "--json")).rc == 0
+                and (w := json.loads(r.stdout))["estimated_nodes"] and w, timeout=30, what="the reservation")
+    assert sorted(why["estimated_nodes"]) == ["node1", "node2", "node3", "node4"], why
+    gang = ["-p", "train", "-N3", "--gres=gpu:8", "-t", "10", "--wrap", "sleep 300"]
+    # Slurm deciding (controller stopped, the same free nodes, the blocked gang still held): release it as root.
+    slurm.signal_controller(slurm.controller_pid, "KILL")
+    try:
+        control = sbatch(slurm, *gang)
+        assert slurm.exec(["scontrol", "release", str(control)], timeout=30).rc == 0
+        slurms_nodes = sorted(running(slurm, control).nodes)
+        slurm.exec(["scancel", str(control)], timeout=30)
+        until(lambda: client(slurm).job(control).state not in ("RUNNING", "COMPLETING"), what="control gone")
+    finally:
+        slurm.controller_pid = slurm.start_controller("--interval", "0.5")
+    # The core deciding: the same submission.
+    mine = sbatch(slurm, *gang)
+    nodes = sorted(running(slurm, mine).nodes)
+    assert nodes == events(slurm, mine, "start")[0]["data"]["nodes"] == ["node6", "node7", "node8"]
+    assert slurms_nodes == ["node2", "node3", "node4"] and nodes != slurms_nodes
+    assert client(slurm).job(blocked).priority == 0  # still held, its leaf still promised
 
 
 def test_fair_share_orders_before_slurms_fifo(slurm):
@@ -68,8 +97,8 @@ def test_fair_share_orders_before_slurms_fifo(slurm):
                    timeout=30, user="tester")
     assert r.rc == 0, r.stderr
     theirs = int(r.stdout.strip())
-    until(lambda: all((j := client(slurm).job(i)) and j.state == "COMPLETED" for i in (mine, theirs)), timeout=60,
-          what="both jobs done")
+    until(lambda: all((j := client(slurm).job(i)) and j.state == "COMPLETED" for i in (mine, theirs)), timeout=120,
+          what="both jobs done")  # 8-node prologs and epilogs take 10-20 s each at load ~20
     start_ids = {i: events(slurm, i, "start")[0]["id"] for i in (mine, theirs)}
     assert start_ids[theirs] < start_ids[mine], "the core should start tester's job first (fair share)"
     assert mine < theirs  # submitted first, same queue and size: Slurm's FIFO order
@@ -149,35 +178,43 @@ def test_a_user_cannot_release_a_held_job(slurm):
     r = slurm.exec(["scontrol", "release", own.stdout.strip()], timeout=30, user="tester")
     assert r.rc != 0  # job_submit.lua's slurm_job_modify refuses (scontrol shows no reason for updates)
     assert client(slurm).job(int(own.stdout.strip())).priority == 0
+    # The core holds a job until its Slurm begin time: it reaches the core with Job.begin_time and gets the
+    # core's BeginTime reason (the controller passes it on; it no longer drops such jobs from the snapshot).
+    until(lambda: (q := {j["id"]: j for j in json.loads(adsub(slurm, "queue", "--json").stdout)}).get(job)
+          and q[job]["reason"].startswith("BeginTime: not eligible before"), timeout=30, what="BeginTime reason")
 
 
 def test_controller_killed_at_random_points_every_job_runs_exactly_once(slurm):
+    # 20 SIGKILLs at random points (0.2-1.2 s after each restart: while it reads, decides, pins, releases
+    # or carries on a dead cycle's starts) of a busy workload of 24 gangs and single jobs.
     rng = random.Random(7)
     out = slurm.jobs_dir / "once"
     out.mkdir(exist_ok=True)
     jobs = []
-    for i in range(16):
+    for i in range(24):
         nodes = rng.choice([1, 1, 2, 3, 4])
         gpus = 8 if nodes > 1 else rng.choice([1, 2, 4, 8])
         jobs.append(sbatch(slurm, "-p", "train", f"-N{nodes}", f"--gres=gpu:{gpus}",
                            "-t", "5", "--wrap",
                            f"echo $SLURM_JOB_ID ${{SLURM_RESTART_COUNT:-0}} $SLURMD_NODENAME >> /jobs/once/$SLURM_JOB_ID;"
-                           f" sleep {rng.choice([1, 2, 3])}"))
-    kills = 0
-    deadline = time.monotonic() + 150
+                           f" sleep {rng.choice([2, 3, 4])}"))
+    kills, unfinished_at_kill = 0, []
+    deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         states = {j.id: j.state for j in client(slurm).jobs() if j.id in jobs}
         if all(s == "COMPLETED" for s in states.values()) and len(states) == len(jobs):
             break
-        if kills < 10:
-            time.sleep(rng.uniform(0.1, 1.5))
+        if kills < 20:
+            time.sleep(rng.uniform(0.2, 1.2))
             slurm.signal_controller(slurm.controller_pid, "KILL")
             kills += 1
+            unfinished_at_kill.append(sum(s != "COMPLETED" for s in states.values()))
             slurm.controller_pid = slurm.start_controller("--interval", "0.5")
         else:
             time.sleep(1)
     final = {j.id: j for j in client(slurm).jobs() if j.id in jobs}
-    assert kills == 10  # the issue asks 20; 10 keeps the test near a minute on 2 cores
+    print(f"kills {kills}, jobs not yet completed at each kill: {unfinished_at_kill}")
+    assert kills == 20 and min(unfinished_at_kill) > 0  # every kill hit a busy workload
     assert {i: final[i].state for i in jobs} == {i: "COMPLETED" for i in jobs}
     for i in jobs:
         lines = (out / str(i)).read_text().splitlines()
@@ -185,3 +222,9 @@ def test_controller_killed_at_random_points_every_job_runs_exactly_once(slurm):
         assert final[i].restart_count == 0
     problems = [e for e in Store(slurm.store_dir).events() if e["kind"] == "mismatch" and e["job_id"] in jobs]
     assert problems == []
+    # Slurm's own record: one allocation per job, by the main scheduler ("sched: Allocate JobId=N") or by
+    # backfill ("backfill: Started JobId=N"); a second start would log a second one.
+    log = slurm.logs()["slurmctld"]
+    for i in jobs:
+        starts = re.findall(rf"(?:Allocate|Started) JobId={i} ", log)
+        assert len(starts) == 1, (i, re.findall(rf".*JobId={i} .*", log))
