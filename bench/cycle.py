@@ -63,7 +63,7 @@ def make_snapshot(config, n_pending: int, busy: float, seed: int = 1) -> Snapsho
         jid += 1
         if isinstance(picks, NoFit):
             continue
-        placement, _ = cap.take(picks)
+        placement = cap.take(picks)
         # started within its time limit, so it ends in the future (an overdue job is killed)
         running.append(RunningJob(job, -rng.uniform(0, job.time_limit), placement))
         used += job.total_gpus

@@ -1,6 +1,6 @@
 """Capacity's shortcuts against the plain mutations they stand for: WhatIf and fitting_counts
 must count exactly what give/release would leave, apply must place on that same state, and
-every undo must restore the Capacity exactly (counters included)."""
+discarding a trial must restore the Capacity exactly (counters included)."""
 
 from __future__ import annotations
 
@@ -56,51 +56,49 @@ def test_what_if_counts_and_places_as_the_mutations_would(seed):
         what_if.give(placement)
     assert state(cap) == before  # counting changed nothing
 
-    undos = [cap.release(o) for o in lifted] + [cap.give(p) for p in ended]
-    expected = (cap.at_least[gpus] if gpus <= cap.max_gpus else 0,
-                [row[gpus] if gpus <= cap.max_gpus else 0 for row in cap.leaf_at_least])
-    mutated = state(cap)[:6]
-    placed = find_placement(cap, 2, min(gpus, cap.max_gpus or 1))
-    for undo in reversed(undos):
-        undo()
+    with cap.trial():
+        for o in lifted:
+            cap.release(o)
+        for p in ended:
+            cap.give(p)
+        expected = (cap.at_least[gpus] if gpus <= cap.max_gpus else 0,
+                    [row[gpus] if gpus <= cap.max_gpus else 0 for row in cap.leaf_at_least])
+        mutated = state(cap)[:6]
+        placed = find_placement(cap, 2, min(gpus, cap.max_gpus or 1))
     assert state(cap) == before
     assert (what_if.have, what_if.counts) == expected
 
-    undo = what_if.apply()
-    assert state(cap)[:6] == mutated
-    assert_counters_consistent(cap)
-    assert find_placement(cap, 2, min(gpus, cap.max_gpus or 1)) == placed
-    undo()
+    with cap.trial():
+        what_if.apply()
+        assert state(cap)[:6] == mutated
+        assert_counters_consistent(cap)
+        assert find_placement(cap, 2, min(gpus, cap.max_gpus or 1)) == placed
     assert state(cap) == before
     if not ended:
         assert cap.fitting_counts(gpus, lifted) == expected
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_take_give_hold_release_undo_exactly(seed):
+def test_take_give_hold_release_discard_exactly(seed):
     rng, cfg, snap, cap, owners = holding_capacity(seed)
     before = state(cap)
-    undos = []
-    for _ in range(6):
-        op = rng.random()
-        if op < 0.3:
-            picks = find_placement(cap, rng.randint(1, 4), rng.choice([1, 2, 4]))
-            if not isinstance(picks, NoFit):
-                placement = cap.peek(picks)
-                taken, undo = cap.take(picks)
-                assert taken == placement
-                undos.append(undo)
-        elif op < 0.5 and snap.running:
-            undos.append(cap.give(rng.choice(snap.running).placement))
-        elif op < 0.75 and owners:
-            undos.append(cap.release(rng.choice(owners)))
-        else:
-            picks = find_placement(cap, 1, 1)
-            if not isinstance(picks, NoFit):
-                undos.append(cap.hold(100 + len(undos), cap.peek(picks)))
-        assert_counters_consistent(cap)
-    for undo in reversed(undos):
-        undo()
+    with cap.trial():
+        for k in range(6):
+            op = rng.random()
+            if op < 0.3:
+                picks = find_placement(cap, rng.randint(1, 4), rng.choice([1, 2, 4]))
+                if not isinstance(picks, NoFit):
+                    placement = cap.peek(picks)
+                    assert cap.take(picks) == placement
+            elif op < 0.5 and snap.running:
+                cap.give(rng.choice(snap.running).placement)
+            elif op < 0.75 and owners:
+                cap.release(rng.choice(owners))
+            else:
+                picks = find_placement(cap, 1, 1)
+                if not isinstance(picks, NoFit):
+                    cap.hold(100 + k, cap.peek(picks))
+            assert_counters_consistent(cap)
     assert state(cap) == before
 
 
@@ -116,9 +114,9 @@ def test_place_what_if_places_as_on_the_applied_capacity(seed):
             what_if.give(r.placement)
     for num_nodes, max_leaves, topology_aware in [(1, None, True), (2, None, True), (3, 1, True), (4, 2, True),
                                                   (2, None, False), (3, 1, False)]:
-        undo = what_if.apply()
-        picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
-        expected = (picks, None if isinstance(picks, NoFit) else cap.peek(picks))
-        undo()
+        with cap.trial():
+            what_if.apply()
+            picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
+            expected = (picks, None if isinstance(picks, NoFit) else cap.peek(picks))
         assert place_what_if(cap, what_if, num_nodes, gpus, max_leaves, topology_aware) == expected
         assert state(cap) == before

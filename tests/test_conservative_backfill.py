@@ -144,7 +144,7 @@ def _workload(cfg, seed: int, n_running: int, n_pending: int, now: float, down: 
         picks = find_placement(cap, j.num_nodes, j.gpus_per_node)
         if isinstance(picks, NoFit):
             continue
-        placement, _ = cap.take(picks)
+        placement = cap.take(picks)
         running.append(RunningJob(j, now - rng.uniform(0, 1.1 * j.time_limit), placement))
     pending = tuple(
         Job(id=1 + k, queue="open", num_nodes=rng.choice([1, 1, 2, 3, len(cfg.nodes)]),

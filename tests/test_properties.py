@@ -81,12 +81,12 @@ def random_snapshot(cfg, seed: int, n_running: int, n_pending: int, now: float) 
             picks = find_mig(cap, *j.mig)
             if isinstance(picks, NoFit):
                 continue
-            placement, _ = cap.take_mig(picks[0][0], *j.mig)
+            placement = cap.take_mig(picks[0][0], *j.mig)
         else:
             picks = find_placement(cap, j.num_nodes, j.gpus_per_node, j.max_leaves)
             if isinstance(picks, NoFit):
                 continue
-            placement, _ = cap.take(picks)
+            placement = cap.take(picks)
         # some overdue (ended by their limit but not yet reaped), most still inside it
         start = now - rng.uniform(0, 1.2 * j.time_limit)
         checkpoint = rng.choice([None, start + rng.uniform(0, now - start)])

@@ -1,7 +1,10 @@
 """Free capacity of the cluster during one cycle, indexed for fast topology-aware queries.
 
 A Capacity is built fresh from each Snapshot (it is never the live state) and is mutated
-as the cycle decides; every mutation returns an undo so what-if questions are cheap.
+as the cycle decides. Every mutation (take, occupy, take_mig, give, hold, release) goes
+through one writer, `_write`, which logs what it replaces to the open `Trial`: a what-if
+question opens a trial (`with cap.trial(): ...`), changes the Capacity, asks, and the trial's
+discard puts everything back; trials nest, and a committed inner one is undone with its outer.
 
 Counters kept per node, per leaf and for the whole cluster:
   at_least[g]         nodes (up) with >= g free GPUs
@@ -24,7 +27,7 @@ this Capacity alone.
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Callable, Iterable
+from typing import Iterable
 
 from .config import ClusterConfig
 from .memo import Memo
@@ -131,8 +134,8 @@ def _suffix_sums(row: list[int]) -> None:
         row[g] += row[g + 1]
 
 
-def _noop() -> None:
-    pass
+# The kinds of state cell Capacity._write sets (compared by identity: they are the hot path).
+_BUSY, _HOLD, _MIG = "busy", "hold", "mig"
 
 
 class Capacity:
@@ -156,6 +159,7 @@ class Capacity:
         self.free_mask: list[int] = list(self.all_mask)
         self.free: list[int] = list(self.total)
         self.mig_free: dict[int, dict[str, int]] = {i: dict(f) for i, f in lay.mig_free.items()}
+        self._trial: Trial | None = None  # the innermost open trial: it logs every change
 
         # id(placement) -> (placement, its (node index, GPU bits)): the running jobs' placements,
         # resolved once here for the what-ifs that give them back (profile.py).
@@ -179,7 +183,7 @@ class Capacity:
             if mig and found[2]:
                 for a in placement:
                     if a.slices and a.node in index:
-                        self._mig_mark(index[a.node], a.slices, busy=True)
+                        self._write(self._mig_changes(index[a.node], a.slices, busy=True))
             if found[3]:  # a placement on a node the config lacks is resolved the slow way
                 resolved[id(placement)] = (placement, found[1])
         # Consecutive cycles often see the same busy GPUs (only jobs were submitted): the free
@@ -237,106 +241,133 @@ class Capacity:
             return found[1]
         return [(self.index[a.node], self._mask(a.gpus)) for a in placement]
 
-    def _mig_mark(self, i: int, slices, busy: bool) -> list[tuple[str, int]]:
-        """Mark slices busy (or free); returns the (profile, bits) actually changed."""
+    def _mig_changes(self, i: int, slices, busy: bool) -> list[tuple]:
+        """The MIG cells (see _write) that mark these slices of node i busy (or free): one
+        per profile touched, only real changes (a slice is never freed twice)."""
         pos, slots, free = self.mig_pos.get(i, {}), self.mig_slots.get(i, []), self.mig_free.get(i, {})
-        changed = []
+        new: dict[str, int] = {}
         for s in slices:
             p = pos.get(tuple(s))
             if p is None:
                 continue
             name, bit = slots[p][2], 1 << p
-            if bool(free[name] & bit) == busy:  # only a real change counts (never freed twice)
-                free[name] ^= bit
-                changed.append((name, bit))
-        return changed
+            mask = new.get(name, free.get(name, 0))
+            if bool(mask & bit) == busy:
+                new[name] = mask ^ bit
+        return [(_MIG, i, name, mask) for name, mask in new.items()]
 
     def _rebuild_counters(self) -> None:
         self.at_least, self.leaf_at_least = _counters(self.free, self.up, self.leaf_of, len(self.leaf_names),
                                                       self.max_gpus)
 
-    def _refresh(self, i: int) -> None:
-        """Recompute node i's free GPUs from its busy and held bits; keep the counters in step."""
-        mask = self.all_mask[i] & ~(self.busy[i] | self.held[i])
-        self.free_mask[i] = mask
-        new, old = mask.bit_count(), self.free[i]
-        if new == old:
-            return
-        self.free[i] = new
-        if not self.up[i]:
-            return
-        at_least, row = self.at_least, self.leaf_at_least[self.leaf_of[i]]
-        if new < old:
-            for g in range(new + 1, old + 1):
-                at_least[g] -= 1
-                row[g] -= 1
-        else:
-            for g in range(old + 1, new + 1):
-                at_least[g] += 1
-                row[g] += 1
+    # --- the one way a Capacity changes ------------------------------------------------
+    # Its state is busy bits per node, holds per (node, reservation) and free MIG slots per
+    # (node, profile); free masks and counters derive from it. Every mutation below computes
+    # new values for some of these cells and hands them to _write, which logs the old ones
+    # to the open trial (if any) and brings the derived values in step with _sync.
 
-    def _changed(self, nodes: list[int], in_place: bool = True) -> None:
-        """These nodes' busy or held bits changed: refresh their free GPUs and the counters.
-        A few nodes step the counters (_refresh); more recount the leaves they are in, which
-        costs a pass over each leaf instead of one step per GPU freed or taken. With
-        in_place False the leaves' rows are replaced, never modified (WhatIf.apply's undo
-        puts the old ones back)."""
-        if in_place and len(nodes) < 4:
-            for i in nodes:
-                self._refresh(i)
-            return
-        all_mask, busy, held = self.all_mask, self.busy, self.held
-        # Per touched leaf, the change in nodes per exact free count; its suffix sums are the
-        # change of the leaf's at-least row (only changed nodes are visited, not whole leaves).
-        deltas: dict[int, list[int]] = {}
+    def trial(self) -> "Trial":
+        """Open a trial (nested in the open one, if any): every change from now until it is
+        committed or discarded is logged, and discard undoes them all (see Trial)."""
+        self._trial = Trial(self, self._trial)
+        return self._trial
+
+    def _write(self, cells) -> None:
+        """Set state cells, in order: (_BUSY, node, None, bits), (_HOLD, node, owner, bits or
+        None for no hold), (_MIG, node, profile, free slot bits). The open trial logs each
+        cell's old value in the same form, so replaying its log backwards undoes them."""
+        busy, holds, held, owned, mig_free = self.busy, self.holds, self.held, self._owned, self.mig_free
+        log = None if self._trial is None else self._trial.log
+        nodes = []
+        for cell in cells:
+            kind, i, key, new = cell
+            if kind is _BUSY:
+                old = busy[i]
+                busy[i] = new
+                nodes.append(i)
+            elif kind is _HOLD:
+                owners = holds.get(i)
+                old = None if owners is None else owners.get(key)
+                if new is not None:
+                    if owners is None:
+                        owners = holds[i] = {}
+                    owners[key] = new
+                    owned.setdefault(key, {})[i] = new
+                elif old is not None:  # the hold goes; no empty entries are kept
+                    del owners[key]
+                    if not owners:
+                        del holds[i]
+                    mine = owned[key]
+                    del mine[i]
+                    if not mine:
+                        del owned[key]
+                bits = 0
+                if owners:
+                    for b in owners.values():
+                        bits |= b
+                held[i] = bits
+                nodes.append(i)
+            else:
+                free = mig_free[i]
+                old = free.get(key)
+                if new is None:
+                    free.pop(key, None)
+                else:
+                    free[key] = new
+            if log is not None:
+                log.append((kind, i, key, old))
+        if nodes:
+            self._sync(nodes)
+
+    def _sync(self, nodes: list[int]) -> None:
+        """These nodes' busy or held bits changed: bring their free masks and counts, and the
+        counters, in step (the one place that does). A few changed counts step the counters
+        one GPU at a time; more are summed per leaf first, then added as suffix sums."""
+        all_mask, busy, held, free_mask, free, up, leaf_of = (self.all_mask, self.busy, self.held, self.free_mask,
+                                                               self.free, self.up, self.leaf_of)
+        steps = []  # (leaf, old free count, new free count) of up nodes whose count changed
         for i in nodes:
-            self._set_free_mask(i, all_mask[i] & ~(busy[i] | held[i]), deltas)
-        self._step_rows(deltas, in_place)
-
-    def _set_free_mask(self, i: int, mask: int, deltas: dict[int, list[int]]) -> None:
-        """Node i's free GPUs become `mask`; a changed count is noted in its leaf's deltas."""
-        self.free_mask[i] = mask
-        f, old = mask.bit_count(), self.free[i]
-        if f != old:
-            self.free[i] = f
-            if self.up[i]:
-                leaf = self.leaf_of[i]
-                d = deltas.get(leaf)
-                if d is None:
-                    d = deltas[leaf] = [0] * len(self.at_least)
-                d[old] -= 1
-                d[f] += 1
-
-    def _narrow(self, pairs: list[tuple[int, int]]) -> None:
-        """These (node, GPU bits) were just made busy or held: they leave the free masks
-        (free_mask is all & ~(busy | held), so it only loses them), and a node none of whose
-        free GPUs is among them is skipped without a look at its busy and held bits."""
-        if len(pairs) < 4:
-            for i, _ in pairs:
-                self._refresh(i)
+            mask = all_mask[i] & ~(busy[i] | held[i])
+            free_mask[i] = mask
+            new, old = mask.bit_count(), free[i]
+            if new != old:
+                free[i] = new
+                if up[i]:
+                    steps.append((leaf_of[i], old, new))
+        if not steps:
             return
-        free_mask = self.free_mask
-        deltas: dict[int, list[int]] = {}
-        for i, bits in pairs:
-            mask = free_mask[i]
-            if mask & bits:
-                self._set_free_mask(i, mask & ~bits, deltas)
-        self._step_rows(deltas, True)
-
-    def _step_rows(self, deltas: dict[int, list[int]], in_place: bool) -> None:
-        """Add per-leaf changes of nodes per exact free count to the at-least counters."""
         at_least, rows = self.at_least, self.leaf_at_least
+        if len(steps) < 4:
+            for l, old, new in steps:
+                row = rows[l]
+                if new < old:
+                    for g in range(new + 1, old + 1):
+                        at_least[g] -= 1
+                        row[g] -= 1
+                else:
+                    for g in range(old + 1, new + 1):
+                        at_least[g] += 1
+                        row[g] += 1
+            return
+        # Per touched leaf, the change in nodes per exact free count; its suffix sums are the
+        # change of the leaf's at-least row.
+        deltas: dict[int, list[int]] = {}
+        size = len(at_least)
+        for l, old, new in steps:
+            d = deltas.get(l)
+            if d is None:
+                d = deltas[l] = [0] * size
+            d[old] -= 1
+            d[new] += 1
         for l, d in deltas.items():
-            row = rows[l] if in_place else list(rows[l])
-            step = 0
-            for g in range(len(d) - 2, -1, -1):
+            row, step = rows[l], 0
+            for g in range(size - 2, -1, -1):
                 step += d[g]
                 if step:
                     row[g] += step
                     at_least[g] += step
-            rows[l] = row
 
-    # --- mutations, each with an undo -------------------------------------------------
+    # --- mutations ---------------------------------------------------------------------
 
     def peek(self, picks: list[tuple[int, int]], masks: dict[int, int] | None = None) -> Placement:
         """The placement `take(picks)` would return, without taking anything; with `masks`,
@@ -373,34 +404,25 @@ class Capacity:
             found = self._picks[key] = (bits, NodeAlloc(self.names[i], tuple(gpus)))
         return found
 
-    def take(self, picks: list[tuple[int, int]]) -> tuple[Placement, Callable[[], None]]:
+    def take(self, picks: list[tuple[int, int]]) -> Placement:
         """Take `count` GPUs (lowest free indexes) on each (node index, count)."""
-        allocs = []
-        taken: list[tuple[int, int]] = []
+        allocs, cells, busy = [], [], self.busy
         for i, count in picks:
             bits, alloc = self._pick(i, count)
-            self.busy[i] |= bits
-            taken.append((i, bits))
+            cells.append((_BUSY, i, None, busy[i] | bits))
             allocs.append(alloc)
-        nodes = [i for i, _ in taken]
-        self._narrow(taken)
-
-        def undo() -> None:
-            for i, bits in taken:
-                self.busy[i] &= ~bits
-            self._changed(nodes)
-
-        return tuple(allocs), undo
+        self._write(cells)
+        return tuple(allocs)
 
     def occupy(self, placement: Placement) -> None:
         """Mark a placement's GPUs busy, held or not: a backfilled job placed (on a WhatIf) on
-        GPUs a reservation lends it. Their holds stay, as after a release, take and undo."""
-        pairs = self.resolve(placement)
-        for i, bits in pairs:
-            self.busy[i] |= bits
-        self._narrow(pairs)
+        GPUs a reservation lends it. Their holds stay."""
+        busy, new = self.busy, {}
+        for i, bits in self.resolve(placement):
+            new[i] = new.get(i, busy[i]) | bits
+        self._write([(_BUSY, i, None, bits) for i, bits in new.items()])
 
-    def take_mig(self, i: int, profile: str, count: int) -> tuple[Placement, Callable[[], None]]:
+    def take_mig(self, i: int, profile: str, count: int) -> Placement:
         """Take `count` free `profile` slices on node i, lowest slot first."""
         mask, picked = self.mig_free[i].get(profile, 0), []
         while len(picked) < count:
@@ -410,87 +432,28 @@ class Capacity:
             g, k, _ = self.mig_slots[i][low.bit_length() - 1]
             picked.append((g, k))
             mask ^= low
-        self._mig_mark(i, picked, busy=True)
+        self._write(self._mig_changes(i, picked, busy=True))
+        return (NodeAlloc(self.names[i], (), tuple(picked)),)
 
-        def undo() -> None:
-            self._mig_mark(i, picked, busy=False)
-
-        return (NodeAlloc(self.names[i], (), tuple(picked)),), undo
-
-    def give(self, placement: Placement) -> Callable[[], None]:
+    def give(self, placement: Placement) -> None:
         """Return a placement's GPUs and slices (a job ending, in a what-if)."""
-        given: list[tuple[int, int]] = []
-        slices: list[tuple[int, list]] = []
+        busy, new, cells = self.busy, {}, []
         for a in placement:
             i = self.index[a.node]
-            bits = self._mask(a.gpus) & self.busy[i]  # never count a GPU as freed twice
-            self.busy[i] &= ~bits
-            given.append((i, bits))
+            new[i] = new.get(i, busy[i]) & ~self._mask(a.gpus)
             if a.slices:
-                changed = self._mig_mark(i, a.slices, busy=False)
-                slices.append((i, [self.mig_slots[i][b.bit_length() - 1][:2] for _, b in changed]))
-        nodes = [i for i, _ in given]
-        self._changed(nodes)
+                cells += self._mig_changes(i, a.slices, busy=False)
+        self._write([(_BUSY, i, None, bits) for i, bits in new.items()] + cells)
 
-        def undo() -> None:
-            for i, bits in given:
-                self.busy[i] |= bits
-            self._changed(nodes)
-            for i, picked in slices:
-                self._mig_mark(i, picked, busy=True)
-
-        return undo
-
-    def hold(self, owner: int, placement: Placement) -> Callable[[], None]:
+    def hold(self, owner: int, placement: Placement) -> None:
         """Hold a placement's GPUs for reservation `owner`: no one else may take them."""
-        holds, held = self.holds, self.held
-        pairs = self.resolve(placement)
-        for i, bits in pairs:
-            owners = holds.get(i)
-            if owners is None:
-                holds[i] = {owner: bits}
-            else:
-                owners[owner] = bits
-            held[i] |= bits
-        self._owned.setdefault(owner, {}).update(pairs)
-        self._narrow(pairs)
+        self._write([(_HOLD, i, owner, bits) for i, bits in self.resolve(placement)])
 
-        def undo() -> None:
-            self._drop_holds([i for i, _ in pairs], owner)
-
-        return undo
-
-    def release(self, owner: int) -> Callable[[], None]:
-        """Lift reservation `owner`'s hold (busy GPUs stay busy); the undo holds them again."""
-        dropped = self._owned.get(owner)
-        if not dropped:
-            return _noop
-        dropped = dict(dropped)
-        self._drop_holds(list(dropped), owner)
-
-        def undo() -> None:
-            owned = self._owned.setdefault(owner, {})
-            for i, bits in dropped.items():
-                self.holds.setdefault(i, {})[owner] = bits
-                owned[i] = bits
-                self.held[i] |= bits
-            self._changed(list(dropped))
-
-        return undo
-
-    def _drop_holds(self, nodes: list[int], owner: int) -> None:
-        owned = self._owned[owner]
-        for i in nodes:
-            owners = self.holds[i]
-            del owners[owner]
-            held = 0
-            for bits in owners.values():
-                held |= bits
-            self.held[i] = held
-            del owned[i]
-        if not owned:
-            del self._owned[owner]
-        self._changed(nodes)
+    def release(self, owner: int) -> None:
+        """Lift reservation `owner`'s hold (busy GPUs stay busy)."""
+        mine = self._owned.get(owner)
+        if mine:
+            self._write([(_HOLD, i, owner, None) for i in list(mine)])
 
     # --- queries -----------------------------------------------------------------------
 
@@ -574,22 +537,59 @@ class WhatIf:
         all_mask, cap_busy, cap_held = cap.all_mask, cap.busy, cap.held
         return {i: all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i])) for i in nodes}
 
-    def apply(self) -> Callable[[], None]:
-        """Make the Capacity look like the what-if (for find_placement); the undo restores it.
-        Only busy and held bits change: no hold is dropped, no MIG slice freed. The per-node
-        lists and counters are swapped for patched copies (the touched leaves recounted), so
-        the undo just swaps the originals back: cheaper than two refreshes per node given."""
+    def apply(self) -> None:
+        """Make the Capacity look like the what-if, to place a job on it: the lifted holds
+        are released and the given GPUs freed (MIG slices stay) in the caller's open trial,
+        whose discard puts them back."""
         cap = self.cap
-        saved = (cap.busy, cap.held, cap.free_mask, cap.free, cap.at_least, cap.leaf_at_least)
-        cap.busy, cap.held, cap.free_mask, cap.free = list(cap.busy), list(cap.held), list(cap.free_mask), list(cap.free)
-        cap.at_least, cap.leaf_at_least = list(cap.at_least), list(cap.leaf_at_least)
-        nodes = self.busy.keys() | self.held.keys()
-        for i in nodes:
-            cap.busy[i] = self.busy.get(i, cap.busy[i])
-            cap.held[i] = self.held.get(i, cap.held[i])
-        cap._changed(list(nodes), in_place=False)
+        if cap._trial is None:
+            raise RuntimeError("WhatIf.apply outside a trial would change the Capacity for good")
+        cells = [(_BUSY, i, None, bits) for i, bits in self.busy.items()]
+        for owner in self.lifted:
+            cells += [(_HOLD, i, owner, None) for i in cap._owned.get(owner, ())]
+        cap._write(cells)
 
-        def undo() -> None:
-            cap.busy, cap.held, cap.free_mask, cap.free, cap.at_least, cap.leaf_at_least = saved
+    def peek(self, picks: list[tuple[int, int]]) -> Placement:
+        """The placement these picks make on the what-if's free GPUs (as Capacity.peek)."""
+        return self.cap.peek(picks, self.free_masks(i for i, _ in picks))
 
-        return undo
+
+class Trial:
+    """A statement of changes to one Capacity (the idea of Volcano's Statement): while it is
+    the innermost open trial every change is logged with the value it replaced; `discard`
+    writes those back in reverse order (the Capacity is exactly as before the trial),
+    `commit` keeps the changes (they join the enclosing trial's log, so discarding that one
+    still undoes them). Only the innermost open trial may end. As a context manager it
+    discards on exit unless committed: `with cap.trial() as t: ...; t.commit()`."""
+
+    __slots__ = ("cap", "parent", "log", "open")
+
+    def __init__(self, cap: Capacity, parent: "Trial | None"):
+        self.cap, self.parent, self.log, self.open = cap, parent, [], True
+
+    def _close(self) -> None:
+        if not self.open or self.cap._trial is not self:
+            raise RuntimeError("only the innermost open trial may be committed or discarded")
+        self.open = False
+        self.cap._trial = self.parent
+
+    def commit(self) -> None:
+        self._close()
+        if self.parent is not None:
+            self.parent.log += self.log
+
+    def discard(self) -> None:
+        self._close()
+        cap = self.cap
+        cap._trial = None  # the undo itself is logged nowhere
+        try:
+            cap._write(reversed(self.log))
+        finally:
+            cap._trial = self.parent
+
+    def __enter__(self) -> "Trial":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.open:
+            self.discard()

@@ -226,11 +226,11 @@ def _victims_needed(snapshot: Snapshot, decisions: Decisions, config: ClusterCon
             cap.hold(r.job_id, r.placement)
 
     def fits(stopped: list) -> bool:
-        undos = [cap.give(run.placement) for run in stopped]
-        found = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
-                               config.scheduler.topology_aware)
-        for undo in reversed(undos):
-            undo()
+        with cap.trial():
+            for run in stopped:
+                cap.give(run.placement)
+            found = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                                   config.scheduler.topology_aware)
         return not isinstance(found, NoFit)
 
     if fits([]):

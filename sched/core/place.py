@@ -168,12 +168,10 @@ def place_what_if(cap: Capacity, what_if: WhatIf, num_nodes: int, gpus: int, max
     fitting counts and the free GPUs of the leaves it goes to, so nothing is applied;
     other requests are placed on the applied Capacity, put back at once."""
     if not topology_aware or num_nodes == 1 or gpus > cap.max_gpus:
-        undo = what_if.apply()
-        try:
+        with cap.trial():
+            what_if.apply()
             picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
             return picks, None if isinstance(picks, NoFit) else cap.peek(picks)
-        finally:
-            undo()
     if what_if.have < num_nodes:
         return _no_resources(num_nodes, gpus, what_if.have), None
     counts = what_if.counts

@@ -151,11 +151,11 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
         if ids in seen:
             continue
         seen.add(ids)
-        undos = [cap.give(v.run.placement) for v in chosen]
-        picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
-        placement = cap.peek(picks)
-        for u in reversed(undos):
-            u()
+        with cap.trial():
+            for v in chosen:
+                cap.give(v.run.placement)
+            picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
+            placement = cap.peek(picks)
         n_leaves = len({cap.leaf_of[cap.index[a.node]] for a in placement})
         key = (max(v.order[:2] for v in chosen), n_leaves, sum(v.lost for v in chosen), ids)
         if best is None or key < best.key:
@@ -182,12 +182,13 @@ def _could_fit(cap: Capacity, job: Job, victims: list[Victim]) -> bool:
 
 
 def _minimal(cap: Capacity, cand: list[Victim], fits: Callable[[], bool]) -> list[Victim] | None:
-    """Add victims in order until the job fits, then drop every one it can do without."""
-    given: dict[int, Callable[[], None]] = {}
+    """Add victims in order until the job fits, then drop every one it can do without. All
+    in a trial the Capacity forgets: dropping a victim is trying its GPUs busy again in a
+    nested trial, kept if the job still fits."""
     chosen: list[Victim] = []
-    try:
+    with cap.trial():
         for v in cand:
-            given[v.id] = cap.give(v.run.placement)
+            cap.give(v.run.placement)
             chosen.append(v)
             if fits():
                 break
@@ -197,13 +198,10 @@ def _minimal(cap: Capacity, cand: list[Victim], fits: Callable[[], bool]) -> lis
         while dropped and len(chosen) > 1:  # until no single victim can be spared
             dropped = False
             for v in list(reversed(chosen)):  # most important (and most work lost) first
-                given.pop(v.id)()
-                if fits():
-                    chosen = [c for c in chosen if c is not v]
-                    dropped = True
-                else:
-                    given[v.id] = cap.give(v.run.placement)
+                with cap.trial() as without:
+                    cap.occupy(v.run.placement)
+                    if fits():
+                        without.commit()
+                        chosen = [c for c in chosen if c is not v]
+                        dropped = True
         return chosen
-    finally:
-        for undo in given.values():
-            undo()

@@ -220,7 +220,7 @@ class Cycle:
         picks = find_mig(self.cap, profile, count)
         if isinstance(picks, NoFit):
             return picks.reason
-        placement, _ = self.cap.take_mig(picks[0][0], profile, count)
+        placement = self.cap.take_mig(picks[0][0], profile, count)
         self._start(job, placement, borrowing)
         return None
 
@@ -244,7 +244,7 @@ class Cycle:
         placement = None
         if not isinstance(picks, NoFit) and not lenders:
             picks = self._place(job)
-            placement = None if isinstance(picks, NoFit) else self.cap.take(picks)[0]
+            placement = None if isinstance(picks, NoFit) else self.cap.take(picks)
         elif not isinstance(picks, NoFit):
             picks, placement = self._place_lent(job, lenders)
             if placement is not None:
@@ -339,13 +339,11 @@ class Cycle:
 
     def _hold_freed(self, job: Job, draining) -> None:
         """Hold, for a job whose victims drain, where it fits once they have stopped."""
-        undos = [self.cap.give(r.placement) for r in draining]
-        picks = self._place(job)
-        placement = None
-        if not isinstance(picks, NoFit):
-            placement = self.cap.peek(picks)
-        for undo in reversed(undos):
-            undo()
+        with self.cap.trial():
+            for r in draining:
+                self.cap.give(r.placement)
+            picks = self._place(job)
+            placement = None if isinstance(picks, NoFit) else self.cap.peek(picks)
         if placement is not None:
             self._hold(job, placement)
 
