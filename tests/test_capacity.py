@@ -9,7 +9,7 @@ import random
 import pytest
 
 from adsched.core.capacity import Capacity, WhatIf, _counters
-from adsched.core.place import NoFit, find_placement, place_what_if
+from adsched.core.place import NoFit, find_placement
 from builders import cluster
 from test_properties import MIG, QUEUES, random_snapshot
 
@@ -103,7 +103,7 @@ def test_take_give_hold_release_discard_exactly(seed):
 
 
 @pytest.mark.parametrize("seed", range(120))
-def test_place_what_if_places_as_on_the_applied_capacity(seed):
+def test_find_placement_on_a_what_if_places_as_on_the_applied_capacity(seed):
     rng, cfg, snap, cap, owners = holding_capacity(seed)
     before = state(cap)
     gpus = rng.choice([1, 2, 4, 8])
@@ -118,5 +118,8 @@ def test_place_what_if_places_as_on_the_applied_capacity(seed):
             what_if.apply()
             picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
             expected = (picks, None if isinstance(picks, NoFit) else cap.peek(picks))
-        assert place_what_if(cap, what_if, num_nodes, gpus, max_leaves, topology_aware) == expected
+        found = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware, what_if=what_if)
+        assert (found, None if isinstance(found, NoFit) else what_if.peek(found)) == expected
+        verdict = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware, what_if=what_if, pick=False)
+        assert verdict == (picks if isinstance(picks, NoFit) else True)
         assert state(cap) == before

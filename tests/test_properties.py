@@ -260,13 +260,20 @@ def test_order_is_the_documented_key_tuple(cfg, seed, now):
 
 @FAST
 @given(cfg=clusters(), seed=st.integers(0, 10**6), n_running=st.integers(0, 30))
-def test_fits_agrees_with_find_placement(cfg, seed, n_running):
-    from adsched.core.place import fits
+def test_the_verdict_alone_agrees_with_placing(cfg, seed, n_running):
+    """find_placement without picks (pick=False) says what placing would: True, or the same
+    NoFit; from a Fitting of the same counters it says the same, or None (cannot tell)."""
+    from adsched.core.capacity import Fitting
 
     snap = random_snapshot(cfg, seed, n_running, 0, 0.0)
     cap = Capacity(cfg, snap)
+    topo = cfg.scheduler.topology_aware
     for n in (1, 2, 3, 4, 6, 9):
         for g in (1, 4, 8):
+            counters = Fitting(cap.at_least[g] if g <= cap.max_gpus else 0,
+                               [row[g] if g <= cap.max_gpus else 0 for row in cap.leaf_at_least])
             for ml in (None, 1, 2):
-                want = not isinstance(find_placement(cap, n, g, ml, cfg.scheduler.topology_aware), NoFit)
-                assert fits(cap, n, g, ml, cfg.scheduler.topology_aware) == want
+                placed = find_placement(cap, n, g, ml, topo)
+                want = placed if isinstance(placed, NoFit) else True
+                assert find_placement(cap, n, g, ml, topo, pick=False) == want
+                assert find_placement(cap, n, g, ml, topo, what_if=counters, pick=False) in (want, None)

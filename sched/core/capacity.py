@@ -27,7 +27,7 @@ this Capacity alone.
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from .config import ClusterConfig
 from .memo import Memo
@@ -460,12 +460,20 @@ class Capacity:
     def free_gpus_total(self) -> int:
         return sum(f for f, up in zip(self.free, self.up) if up)
 
-    def fitting_counts(self, gpus: int, released: Iterable[int] = ()) -> tuple[int, list[int]]:
+    def fitting_counts(self, gpus: int, released: Iterable[int] = ()) -> Fitting:
         """(at_least[gpus], [leaf_at_least[l][gpus] per leaf]) as they would be if the holds of
         reservations `released` were lifted; nothing is changed."""
         what_if = WhatIf(self, gpus)
         what_if.lift(released)
-        return what_if.have, what_if.counts
+        return Fitting(what_if.have, what_if.counts)
+
+
+class Fitting(NamedTuple):
+    """Fitting-node counts for one GPU count: `have` nodes with that many free GPUs, `counts`
+    of them per leaf (of a Capacity, a WhatIf or the profile's window). place.find_placement
+    tells from them alone whether a job places, except first fit under a leaf limit."""
+    have: int
+    counts: list[int]
 
 
 class WhatIf:

@@ -230,7 +230,7 @@ def _victims_needed(snapshot: Snapshot, decisions: Decisions, config: ClusterCon
             for run in stopped:
                 cap.give(run.placement)
             found = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
-                                   config.scheduler.topology_aware)
+                                   config.scheduler.topology_aware, pick=False)
         return not isinstance(found, NoFit)
 
     if fits([]):

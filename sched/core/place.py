@@ -9,6 +9,9 @@ Rules, in order:
   4. sub-node jobs go to the node with the fewest free GPUs that still fits (pack partly
      used nodes; keep idle nodes idle), in the leaf with the fewest idle nodes;
   5. node index breaks every remaining tie, so placement is deterministic.
+
+`find_placement` is the one answer to "would this job place, and where?" for every caller:
+on the Capacity as it is or as a what-if would leave it, with picks or only the verdict.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import reasons
-from .capacity import Capacity, WhatIf
-from .model import Placement, Reason
+from .capacity import Capacity, Fitting, WhatIf
+from .model import Reason
 
 Picks = list[tuple[int, int]]  # (node index, GPUs on it), rank order
 
@@ -28,19 +31,50 @@ class NoFit:
 
 
 def find_placement(
-    cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None, topology_aware: bool = True
-) -> Picks | NoFit:
-    have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
+    cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None, topology_aware: bool = True,
+    *, what_if: WhatIf | Fitting | None = None, pick: bool = True,
+) -> Picks | NoFit | bool | None:
+    """The one answer to "would this job place, and where?".
+
+    On the Capacity as it is, or as `what_if` would leave it (a capacity.WhatIf: jobs ended,
+    holds lifted; place its picks with WhatIf.peek). With `pick` the picks (node index, GPUs
+    on it) or NoFit; without, only the verdict: True or NoFit, taken from the fitting-node
+    counters whenever they can tell (all but first fit under a leaf limit, which places).
+    `what_if` may also be a capacity.Fitting, counters alone (a memo's, the profile's): then
+    only the verdict is asked, and None says the counters cannot tell."""
+    if what_if is None:
+        have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
+    else:
+        have = what_if.have
     if have < num_nodes:
         return _no_resources(num_nodes, gpus, have)
+    if not pick and (max_leaves is None or num_nodes == 1):
+        return True  # first fit, one node or an unlimited gang always place
+    if topology_aware and num_nodes > 1:  # the leaves come from the per-leaf counts alone
+        counts = [row[gpus] for row in cap.leaf_at_least] if what_if is None else what_if.counts
+        n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
+        if max_leaves is not None and n_leaves > max_leaves:
+            return _no_topology(cap, counts, num_nodes, max_leaves)
+        if not pick:
+            return True
+        free = None
+        if what_if is not None:  # the free GPUs of the chosen leaves' nodes in the what-if
+            free = {i: m.bit_count() for i, m in what_if.free_masks(i for l in leaves for i in cap.leaf_nodes[l]).items()}
+        return _take_nodes(cap, leaves, num_nodes, gpus, counts, free)
+    # One node, or first fit: placed on every node's free GPUs, so a what-if is applied first.
+    if what_if is not None:
+        if not isinstance(what_if, WhatIf):
+            return None
+        with cap.trial():
+            what_if.apply()
+            return find_placement(cap, num_nodes, gpus, max_leaves, topology_aware, pick=pick)
     if not topology_aware:
         picks = _first_fit(cap, num_nodes, gpus)
         if max_leaves is None or len({cap.leaf_of[i] for i, _ in picks}) <= max_leaves:
-            return picks
+            return picks if pick else True
         # max leaves is the job's hard limit, not a placement preference: honour it even here
-    if num_nodes == 1:
-        return _place_one(cap, gpus)
-    return _place_gang(cap, num_nodes, gpus, max_leaves)
+        return find_placement(cap, num_nodes, gpus, max_leaves, True, pick=pick)
+    return _place_one(cap, gpus)
 
 
 def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
@@ -50,23 +84,6 @@ def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
 def _no_topology(cap: Capacity, counts: list[int], num_nodes: int, max_leaves: int) -> NoFit:
     top = max(range(len(counts)), key=lambda l: (counts[l], -l))
     return NoFit(reasons.topology(num_nodes, max_leaves, cap.leaf_names[top], counts[top]))
-
-
-def would_place(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None, topology_aware: bool,
-                have: int, counts: list[int]) -> bool | NoFit | None:
-    """find_placement's verdict from fitting-node counts alone (`have` = at_least[gpus],
-    `counts` = leaf_at_least[l][gpus] per leaf, possibly of a what-if: see
-    Capacity.fitting_counts): True if it would place the request, its exact NoFit if not,
-    None when only placing can tell (first fit under a leaf limit)."""
-    if have < num_nodes:
-        return _no_resources(num_nodes, gpus, have)
-    if max_leaves is None or num_nodes == 1:
-        return True  # first fit, one node or an unlimited gang always place
-    if not topology_aware:
-        return None
-    if _gang_leaves(cap, counts, num_nodes)[0] > max_leaves:
-        return _no_topology(cap, counts, num_nodes, max_leaves)
-    return True
 
 
 def _first_fit(cap: Capacity, num_nodes: int, gpus: int) -> Picks:
@@ -122,20 +139,6 @@ def _cover(leaves: list[int], counts: list[int], need: int) -> tuple[int, int, l
     return len(chosen), spare, chosen
 
 
-def fits(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None = None,
-         topology_aware: bool = True) -> bool:
-    """Would find_placement place this request? The same decision, without picking nodes
-    (preempt.py asks it for every victim it tries)."""
-    have = cap.at_least[gpus] if gpus <= cap.max_gpus else 0
-    if have < num_nodes:
-        return False
-    if max_leaves is None or num_nodes == 1:
-        return True
-    if not topology_aware:
-        return not isinstance(find_placement(cap, num_nodes, gpus, max_leaves, False), NoFit)
-    return _gang_leaves(cap, [row[gpus] for row in cap.leaf_at_least], num_nodes)[0] <= max_leaves
-
-
 def _gang_leaves(cap: Capacity, counts: list[int], num_nodes: int) -> tuple[int, list[int]]:
     """The leaves a gang goes to: one leaf (tightest fit) if any holds it, else the fewest
     leaves under one spine, else the fewest anywhere. Needs at_least[gpus] >= num_nodes."""
@@ -151,37 +154,6 @@ def _gang_leaves(cap: Capacity, counts: list[int], num_nodes: int) -> tuple[int,
         best = _cover(list(range(len(counts))), counts, num_nodes)
     assert best is not None  # at_least[gpus] >= num_nodes guarantees a cover
     return best[0], best[2]
-
-
-def _place_gang(cap: Capacity, num_nodes: int, gpus: int, max_leaves: int | None) -> Picks | NoFit:
-    counts = [row[gpus] for row in cap.leaf_at_least]
-    n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
-    if max_leaves is not None and n_leaves > max_leaves:
-        return _no_topology(cap, counts, num_nodes, max_leaves)
-    return _take_nodes(cap, leaves, num_nodes, gpus, counts)
-
-
-def place_what_if(cap: Capacity, what_if: WhatIf, num_nodes: int, gpus: int, max_leaves: int | None,
-                  topology_aware: bool) -> tuple[Picks | NoFit, Placement | None]:
-    """find_placement's picks, and the placement they make, on the Capacity as
-    `what_if.apply()` would leave it. A topology-aware gang needs only the what-if's
-    fitting counts and the free GPUs of the leaves it goes to, so nothing is applied;
-    other requests are placed on the applied Capacity, put back at once."""
-    if not topology_aware or num_nodes == 1 or gpus > cap.max_gpus:
-        with cap.trial():
-            what_if.apply()
-            picks = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware)
-            return picks, None if isinstance(picks, NoFit) else cap.peek(picks)
-    if what_if.have < num_nodes:
-        return _no_resources(num_nodes, gpus, what_if.have), None
-    counts = what_if.counts
-    n_leaves, leaves = _gang_leaves(cap, counts, num_nodes)
-    if max_leaves is not None and n_leaves > max_leaves:
-        return _no_topology(cap, counts, num_nodes, max_leaves), None
-    masks = what_if.free_masks(i for l in leaves for i in cap.leaf_nodes[l])
-    free = {i: mask.bit_count() for i, mask in masks.items()}
-    picks = _take_nodes(cap, leaves, num_nodes, gpus, counts, free)
-    return picks, cap.peek(picks, masks)
 
 
 def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int,

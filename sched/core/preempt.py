@@ -33,8 +33,7 @@ from typing import Callable
 from .capacity import Capacity
 from .config import ClusterConfig
 from .model import Job, Placement, RunningJob, Snapshot
-from .place import find_placement
-from .place import fits as fits_now
+from .place import NoFit, find_placement
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -114,7 +113,8 @@ def choose(cap: Capacity, job: Job, victims: list[Victim], topology_aware: bool 
         return None
 
     def fits() -> bool:
-        return fits_now(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware)
+        verdict = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware, pick=False)
+        return not isinstance(verdict, NoFit)
 
     candidates: list[list[Victim]] = []
     by_leaf: dict[int, list[Victim]] = {}

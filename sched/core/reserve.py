@@ -26,7 +26,7 @@ import bisect
 
 from .capacity import Capacity, WhatIf
 from .model import Job, Placement, Reservation, RunningJob
-from .place import NoFit, place_what_if, would_place
+from .place import NoFit, find_placement
 
 _GIVE, _RELEASE = 0, 1
 
@@ -133,14 +133,10 @@ def _walk(cap: Capacity, timeline: Timeline, job: Job, topology_aware: bool) -> 
                 what_if.hold_again(owner)
         if what_if.have < job.num_nodes:
             continue  # too few nodes yet, whatever the topology
-        verdict = would_place(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware,
-                              what_if.have, what_if.counts)
-        if isinstance(verdict, NoFit):
-            continue
-        _, placement = place_what_if(cap, what_if, job.num_nodes, job.gpus_per_node, job.max_leaves,
-                                     topology_aware)
-        if placement is not None:
-            return t, placement
+        picks = find_placement(cap, job.num_nodes, job.gpus_per_node, job.max_leaves, topology_aware,
+                               what_if=what_if)
+        if not isinstance(picks, NoFit):
+            return t, what_if.peek(picks)
     return None
 
 

@@ -32,7 +32,7 @@ config always give the same decisions. The phases:
 
 from __future__ import annotations
 
-from .capacity import Capacity, WhatIf
+from .capacity import Capacity, Fitting, WhatIf
 from .config import ClusterConfig
 from .deps import CANCEL
 from .deps import check as check_dependencies
@@ -41,7 +41,7 @@ from .memo import Memo
 from . import reasons
 from .model import Decisions, Job, Placement, Preemption, Reason, Reservation, Snapshot, Start
 from .order import order_pending
-from .place import NoFit, find_mig, find_placement, place_what_if, would_place
+from .place import NoFit, find_mig, find_placement
 from .preempt import choose as choose_victims
 from .preempt import may_preempt
 from .preempt import pool as victim_pool
@@ -79,7 +79,7 @@ class Cycle:
         # and nothing of their own to check (no dependency, array or per-user limit) meet the
         # same state and get the same outcome, so it is remembered per request.
         self.generation = 0
-        self._fitting: dict[tuple, tuple[int, list[int]]] = {}  # Capacity.fitting_counts memo
+        self._fitting: dict[tuple, Fitting] = {}  # Capacity.fitting_counts memo
         self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
         # Preemption (phase 5): the victims of earlier cycles still running, per preemptor;
         # how many more jobs may search this cycle; victims and preemptors of this cycle.
@@ -295,16 +295,12 @@ class Cycle:
         alone leave room for it; else why it fits nowhere now (counted on the profile, as
         find_placement would count with the lending reservations lifted)."""
         busy, N, G, topo = self._busy, job.num_nodes, job.gpus_per_node, self.settings.topology_aware
-        have = busy.at_least[G] if G <= busy.max_gpus else 0
-        verdict = would_place(busy, N, G, job.max_leaves, topo, have,
-                              [row[G] for row in busy.leaf_at_least] if G <= busy.max_gpus else [])
-        if verdict is None:
-            verdict = find_placement(busy, N, G, job.max_leaves, topo)
+        verdict = find_placement(busy, N, G, job.max_leaves, topo, pick=False)
         first = self._first
         if not isinstance(verdict, NoFit) and first.start_time < self.now + job.time_limit:
             return reasons.reservation(first.job_id, first.start_time, tuple(a.node for a in first.placement))
-        have, counts = self.profile.fitting_now(G, job.time_limit)
-        verdict = would_place(self.cap, N, G, job.max_leaves, topo, have, counts)
+        window = Fitting(*self.profile.fitting_now(G, job.time_limit))
+        verdict = find_placement(self.cap, N, G, job.max_leaves, topo, what_if=window, pick=False)
         if isinstance(verdict, NoFit):
             return verdict.reason
         return reasons.resources_for(N, G, job.time_limit)
@@ -364,7 +360,7 @@ class Cycle:
 
     def _would_place(self, job: Job, lifted: list[int]):
         """find_placement's verdict if reservations `lifted` lent their GPUs: NoFit or not.
-        Decided from the counters when they can tell (place.would_place), else by lifting."""
+        Decided from the counters when they can tell, else by lifting."""
         # Counts depend on the GPU count and the lifted set, not on the node count: jobs of
         # many shapes ask the same between two generations.
         key = (self.generation, job.gpus_per_node, frozenset(lifted))
@@ -373,20 +369,26 @@ class Cycle:
             if self._fitting and next(iter(self._fitting))[0] != self.generation:
                 self._fitting.clear()  # capacity changed since: all stale
             found = self._fitting[key] = self.cap.fitting_counts(job.gpus_per_node, lifted)
-        have, counts = found
-        verdict = would_place(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
-                              self.settings.topology_aware, have, counts)
-        if verdict is not None:
-            return verdict
-        return self._place_lent(job, lifted)[0]
+        verdict = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                                 self.settings.topology_aware, what_if=found, pick=False)
+        if verdict is None:  # first fit under a leaf limit: the counters cannot tell
+            verdict = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                                     self.settings.topology_aware, what_if=self._lent(job, lifted), pick=False)
+        return verdict
 
     def _place_lent(self, job: Job, lenders: list[int]) -> tuple[object, Placement | None]:
         """find_placement's picks, and the placement they make, as if reservations `lenders`
         lent their GPUs; their holds stay (the Capacity is as before)."""
+        what_if = self._lent(job, lenders)
+        picks = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
+                               self.settings.topology_aware, what_if=what_if)
+        return picks, None if isinstance(picks, NoFit) else what_if.peek(picks)
+
+    def _lent(self, job: Job, lenders: list[int]) -> WhatIf:
+        """The Capacity as if reservations `lenders` lent their GPUs, for the job's GPU count."""
         what_if = WhatIf(self.cap, job.gpus_per_node)
         what_if.lift(lenders)
-        return place_what_if(self.cap, what_if, job.num_nodes, job.gpus_per_node, job.max_leaves,
-                             self.settings.topology_aware)
+        return what_if
 
     def _why(self, job: Job, reason: Reason, unsafe: tuple[int, ...]) -> Reason:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
