@@ -13,9 +13,10 @@ fair-share factor is user factor x queue factor, in [0, 1].
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from .model import RunningJob
+if TYPE_CHECKING:  # annotations only: validate.py imports this module on `adsub submit`'s path
+    from .snapshot import RunningJob
 
 
 def decay(usage: Mapping[str, float], elapsed: float, half_life: float) -> dict[str, float]:

@@ -27,13 +27,14 @@ from adsched.core import fairshare
 from adsched.core.config import ClusterConfig, parse_config, parse_config_text, toml_module
 from adsched.errors import InvalidRequest, NotFound, StorageError
 from adsched.jobspec import JobRequest, build_job, parse_array
-from adsched.core.model import Job, NodeAlloc, RunningJob, Snapshot
+from adsched.core.model import Job
 from .auth import authorize, check_state_dir, lock_down_state
 from adsched.publicconfig import publish_config
 from adsched.standalone import crashpoints
 
 if TYPE_CHECKING:
     from adsched.core.explain import Explanation
+    from adsched.core.snapshot import NodeAlloc, Snapshot  # made on first use (core/model.py)
 
 PENDING, RUNNING = "PENDING", "RUNNING"
 COMPLETED, FAILED, CANCELLED, TIMEOUT = "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"
@@ -157,6 +158,8 @@ class JobRecord:
         return job
 
     def placement(self) -> tuple[NodeAlloc, ...]:
+        from adsched.core.snapshot import NodeAlloc  # the daemon's, not `adsub submit`'s (core/model.py)
+
         return tuple(NodeAlloc(a["node"], tuple(a["gpus"]), tuple(map(tuple, a["slices"])))
                      for a in sorted(self.allocations, key=lambda a: a["rank"]))
 
@@ -550,6 +553,8 @@ class Store:
         Every pending job is in it, those held by the start backoff too (Job.begin_time: the core
         holds them); fair-share usage is accrued up to `now` here and saved by record_cycle.
         """
+        from adsched.core.snapshot import RunningJob, Snapshot
+
         pending = self.jobs(states=(PENDING,))
         running_records = self.jobs(states=(RUNNING,))
         running = tuple(
