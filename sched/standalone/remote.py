@@ -68,7 +68,9 @@ def call(state_dir: str | os.PathLike, op: str, timeout: float = 60.0, **args):
                 s.connect(address)
         except FileNotFoundError:
             raise errors.AdschedError(f"the store in {state_dir} belongs to another user and no adsched daemon "
-                                      f"is listening on {path} (ask an admin to start `adsched run`)") from None
+                                      f"is listening on {path} (ask an admin to start `adsched run`; on a Slurm "
+                                      "cluster, to re-run `adsched init`, which publishes the config adsub needs)") \
+                from None
         except OSError as e:
             raise errors.AdschedError(f"cannot reach the adsched daemon on {path}: {e.strerror or e}") from None
         chunks, size = [], 0
