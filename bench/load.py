@@ -60,9 +60,10 @@ def adsub(state, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (VmRSS), or its peak (VmHWM), in MB."""
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -75,10 +76,20 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=50)
     ap.add_argument("--queued", type=int, default=10000)
     ap.add_argument("--through", type=int, default=100000)
+    ap.add_argument("--only", choices=("submit", "cycle", "through"), help="run one part only")
     a = ap.parse_args()
     cluster = resources.files("adsched.examples").joinpath("cluster1024.toml").read_text()
     tmp = tempfile.mkdtemp(prefix="adsched-load-")
 
+    if a.only in (None, "submit"):
+        submit_rates(a, tmp, cluster)
+    if a.only in (None, "cycle"):
+        cycle_latency(a, tmp, cluster)
+    if a.only in (None, "through"):
+        rss_after(a, tmp, cluster)
+
+
+def submit_rates(a, tmp: str, cluster: str) -> None:
     state = os.path.join(tmp, "submit")
     Store.init(state, cluster)
     times = []
@@ -108,6 +119,8 @@ def main() -> None:
           f"({len(ids) / wall:.0f} jobs/s); unique ids {len(set(ids))}; failed calls "
           f"{sum(rc != 0 for rc, _, _ in outs)}; 'database is locked' seen {locked} times")
 
+
+def cycle_latency(a, tmp: str, cluster: str) -> None:
     state = os.path.join(tmp, "cycle")
     store = Store.init(state, cluster)
     shapes = [dict(gpus=1), dict(nodes=1), dict(nodes=2), dict(nodes=8, max_leaves=1), dict(gpus=4)]
@@ -122,6 +135,8 @@ def main() -> None:
     print(f"daemon cycle with {a.queued} queued (mixed shapes, 1,024 nodes): first {lat[0] * 1000:.0f} ms, "
           f"median of 5 {statistics.median(lat) * 1000:.0f} ms")
 
+
+def rss_after(a, tmp: str, cluster: str) -> None:
     state = os.path.join(tmp, "through")
     store = Store.init(state, cluster)
     daemon = Daemon(store, InstantExecutor())
@@ -133,7 +148,10 @@ def main() -> None:
         while store.conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('PENDING','RUNNING')").fetchone()[0]:
             daemon.cycle()
         done += n
-    print(f"daemon after {done} jobs passed through (start + end each): RSS {rss_mb():.0f} MB "
+        if done < a.through:  # a long run shows how far it got
+            print(f"  {done} jobs through: RSS {rss_mb():.0f} MB, {time.monotonic() - t0:.0f} s", flush=True)
+    print(f"daemon after {done} jobs passed through (start + end each): RSS {rss_mb():.0f} MB, peak "
+          f"{rss_mb('VmHWM'):.0f} MB "
           f"(bench process, was {rss0:.0f} MB before), {time.monotonic() - t0:.0f} s")
 
 

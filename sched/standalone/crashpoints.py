@@ -1,12 +1,13 @@
 """Crash points for the fault-injection tests: the daemon kills itself (SIGKILL) at the Nth one.
 
     ADSCHED_CRASH_AFTER=N          die at the Nth crash point this process passes
-    ADSCHED_CRASH_KIND=launch      count only that kind of point (commit, launch, signal, kill)
+    ADSCHED_CRASH_KIND=launch      count only that kind of point (commit, launch, launch-sent, signal, kill)
     ADSCHED_CRASH_LOG=PATH         first append the point's name there (which step the crash cut)
 
 A crash point sits after every committed store transaction, after each rank's launch and
 after each signal to a job's ranks: a kill -9 between any two of these steps is one of
-these points. Unset (production), `hit` is one dict lookup.
+these points. Over SSH, `launch-sent` cuts a launch whose command is on its way to the node
+and whose answer (the rank's pid) was never read. Unset (production), `hit` is one dict lookup.
 """
 
 from __future__ import annotations

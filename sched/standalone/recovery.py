@@ -9,7 +9,14 @@ running, which ended, and which were never launched (`recover`):
 - a live wrapper of the current attempt whose pid the store lacks is adopted;
 - a rank that was never launched is launched now (the gang's start was recorded);
 - a live wrapper of any other attempt, or of a job that is not RUNNING, is killed
-  (`Executor.sweep`): it can never run beside a requeued copy of itself.
+  (`Executor.sweep`, on this host or on every SSH node): it can never run beside a
+  requeued copy of itself;
+- a gang with a node that does not answer is requeued whole (its other ranks killed),
+  the node drained, as when a launch fails.
+
+A rank wrapper claims its rank before it runs anything (rankwrap.py, probe.py), so a rank
+launched again by recovery while a crashed daemon's launch is still on its way (over SSH,
+a remote shell outlives the connection) still runs once.
 
 How a job is being stopped (the verdict: final state, reason, when SIGTERM turns into
 SIGKILL) is written to `stops` before the first signal goes out, so a grace period and a
@@ -23,6 +30,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from adsched.errors import NodeFailure
 from .store import RUNNING, Store
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,6 +51,7 @@ class Recovery:
     adopted: dict[int, list[int]] = field(default_factory=dict)  # job -> ranks given a pid (found or launched)
     stops: list[int] = field(default_factory=list)  # jobs whose stop was resumed
     killed: list[str] = field(default_factory=list)  # orphaned wrappers killed
+    requeued: list[int] = field(default_factory=list)  # gangs that could not be made whole (a node lost)
 
 
 def ensure_schema(store: Store) -> None:
@@ -99,7 +108,14 @@ def recover(daemon: "Daemon", now: float) -> Recovery:
         report.killed = sweep({(j.id, j.restart_count) for j in running})
     for job in running:
         if any(not a.get("pid") for a in job.allocations):
-            pids = executor.reconcile(job)
+            try:
+                pids = executor.reconcile(job)
+            except NodeFailure as e:  # a node of the gang is gone (its ranks elsewhere were killed): as a launch failure
+                store.set_node_state(e.node, "drain", str(e), now)
+                store.requeue(job.id, f"recovery failed: {e}", now)
+                daemon._stopping.pop(job.id, None)
+                report.requeued.append(job.id)
+                continue
             if pids:
                 store.set_pids(job.id, pids)
                 report.adopted[job.id] = sorted(pids)

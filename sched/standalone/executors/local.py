@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 
 from adsched.standalone import crashpoints
 from adsched.standalone.store import JobRecord
-from . import RankEnd, checkpoint_file, job_dir, rank_base, rank_env
+from . import RankEnd, checkpoint_file, job_dir, probe, rank_base, rank_env
 from .runas import Account, owner_env, run_as
 
 RANKWRAP = "adsched.standalone.executors.rankwrap"
-_RC_PATH = re.compile(r"^(?P<job>\d+)/rank-\d+\.(?P<attempt>\d+)\.rc$")
 
 
 class LocalExecutor:
@@ -58,20 +56,14 @@ class LocalExecutor:
         return pids
 
     def reconcile(self, job: JobRecord) -> dict[int, int]:
-        live = _rank_wrappers()
         pids, never_launched = {}, []
         for a in job.allocations:
             if a.get("pid"):
                 continue
-            rc = rank_base(self.state_dir, job, a["rank"]) + ".rc"
-            if rc in live:
-                pids[a["rank"]] = live[rc]  # adopt it
-            elif os.path.exists(rc):
-                continue  # it ran and ended: `ended` reads its code
-            elif os.path.exists(rc + ".started"):
-                with open(rc, "w") as f:  # its wrapper vanished without a code: as if killed
-                    f.write(str(-signal.SIGKILL))
-            else:
+            what, pid = probe.rank_state(rank_base(self.state_dir, job, a["rank"]) + ".rc")
+            if what == "pid":
+                pids[a["rank"]] = pid  # adopt it
+            elif what == "never":
                 never_launched.append(a["rank"])
         if never_launched:
             pids.update(self.launch(job, never_launched))
@@ -79,17 +71,7 @@ class LocalExecutor:
 
     def sweep(self, keep: set[tuple[int, int]]) -> list[str]:
         """Kill every rank wrapper of this state dir whose (job, attempt) is not in `keep`."""
-        prefix = os.path.join(self.state_dir, "jobs") + os.sep
-        killed = []
-        for rc, pid in _rank_wrappers().items():
-            m = _RC_PATH.match(rc[len(prefix):]) if rc.startswith(prefix) else None
-            if m and (int(m["job"]), int(m["attempt"])) not in keep:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                    killed.append(rc)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        return killed
+        return probe.sweep(self.state_dir, keep)
 
     def ended(self, job: JobRecord) -> list[RankEnd]:
         ends = []
@@ -141,29 +123,12 @@ def _alive(pid: int, children: dict[int, subprocess.Popen]) -> bool:
     return not _zombie(pid)
 
 
-def _zombie(pid: int) -> bool:
-    """An orphaned wrapper that ended but was never reaped (no init reaps in some containers)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+_zombie = probe.zombie  # an orphaned wrapper that ended but was never reaped
 
 
 def _rank_wrappers() -> dict[str, int]:
-    """Live rank wrappers on this host: their exit-code file (which says job, rank, attempt) -> pid."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if RANKWRAP in args and args.index(RANKWRAP) + 1 < len(args) and not _zombie(int(entry)):
-            out[args[args.index(RANKWRAP) + 1]] = int(entry)
-    return out
+    """Live rank wrappers on this host: their exit-code file (which says job, rank, attempt) -> a pid."""
+    return {rc: pids[0] for rc, pids in probe.live_wrappers().items()}
 
 
 def _output_file(path: str, account: Account | None):

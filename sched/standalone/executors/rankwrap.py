@@ -2,7 +2,11 @@
 
     python -m adsched.standalone.executors.rankwrap RC_FILE [--as USER --env-file F --workdir D] -- CMD...
 
-It writes RC_FILE.started once the command runs (the gang start timeout looks for it).
+First it claims the rank: RC_FILE.claim, created exclusively, holding its pid. A wrapper
+that finds the rank claimed exits at once (status 0, no exit-code file): one attempt's rank
+runs at most once, however often it was launched (probe.py: a recovering daemon may launch
+a rank whose earlier launch is still on its way). It writes RC_FILE.started once the
+command runs (the gang start timeout looks for it).
 The wrapper outlives a daemon restart (it is in its own session) and keeps the exit code
 even if the daemon was not there to wait() for it. Signals sent to the rank's process
 group reach the command; the wrapper itself only waits and records.
@@ -38,10 +42,38 @@ def main(argv: list[str]) -> int:
         rest = rest[2:]
     sep, cmd = rest[0], rest[1:]
     assert sep == "--" and cmd
+    if not _claim(rc_file):  # another wrapper is (or was) this rank
+        if "--env-file" in options:  # the owner's environment is not left behind
+            try:
+                os.unlink(options["--env-file"])
+            except OSError:
+                pass
+        return 0
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, lambda *_: None)  # a handler (not SIG_IGN) so the child gets the default back
     _record(rc_file, _run(rc_file, options, cmd))
     return 0
+
+
+def _claim(rc_file: str) -> bool:
+    """Make this process the rank: link a file with its pid to RC_FILE.claim (atomic, never half-written).
+    False if another wrapper holds it. A claim that cannot be written (a full disk) does not stop the
+    rank: its result matters more, and recovery then takes the one running wrapper for it."""
+    tmp = f"{rc_file}.claim.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.link(tmp, rc_file + ".claim")
+    except FileExistsError:
+        return False
+    except OSError:
+        pass
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return True
 
 
 def _record(rc_file: str, rc: int) -> None:

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal as signals
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import paramiko
@@ -21,7 +22,7 @@ import paramiko
 from adsched.errors import AdschedError, NodeFailure
 from adsched.standalone import crashpoints
 from adsched.standalone.store import JobRecord
-from . import RankEnd, job_dir, rank_base, rank_env
+from . import RankEnd, job_dir, probe, rank_base, rank_env
 from .runas import Account, JobRefused, lookup, owner_env
 
 
@@ -37,6 +38,8 @@ class SSHSettings:
 
 
 SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
+with open(probe.__file__) as _f:
+    _PROBE_SOURCE = _f.read()
 
 
 class UnknownHostKey(paramiko.SSHException):
@@ -105,7 +108,9 @@ class SSHExecutor:
                 raise AdschedError(f"cannot read known_hosts {path}: {e}") from None
         return files
 
-    def _run(self, node: str, command: str, timeout: float = 30.0, stdin: bytes | None = None) -> tuple[int, str, str]:
+    def _run(self, node: str, command: str, timeout: float = 30.0, stdin: bytes | None = None,
+             sent_point: str | None = None) -> tuple[int, str, str]:
+        """`sent_point`: a crash point (crashpoints.py) once the command is on its way, before its answer."""
         for attempt in (1, 2):  # a connection the node dropped is reopened once; then the node is lost
             try:
                 channel_in, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
@@ -113,6 +118,8 @@ class SSHExecutor:
                     channel_in.write(stdin)
                     channel_in.flush()
                     channel_in.channel.shutdown_write()
+                if sent_point:
+                    crashpoints.hit(sent_point)
                 out, err = stdout.read().decode(), stderr.read().decode()
                 return stdout.channel.recv_exit_status(), out, err
             except (OSError, EOFError, paramiko.SSHException) as e:
@@ -144,13 +151,15 @@ class SSHExecutor:
                              f"and run only {login}'s jobs")
         return account
 
-    def launch(self, job: JobRecord, ranks: list[int] | None = None) -> dict[int, int]:
+    def launch(self, job: JobRecord, ranks: list[int] | None = None, claimed: bool = False) -> dict[int, int]:
+        """`claimed`: recovery's launch, whose rank a launch cut by the crash may also start: the pid returned
+        is the one of the wrapper that claimed the rank (rankwrap.py), not necessarily the one started here."""
         account = self._run_as(job)  # raises JobRefused before anything runs
         pids: dict[int, int] = {}
         try:
             for rank, alloc in enumerate(job.allocations):
                 if ranks is None or rank in ranks:
-                    pids[rank] = self._launch_rank(job, rank, alloc, account)
+                    pids[rank] = self._launch_rank(job, rank, alloc, account, claimed)
                     crashpoints.hit("launch")
         except NodeFailure:  # the job is requeued: the ranks already launched must not run on
             self.signal(replace(job, allocations=[{**a, "pid": pids.get(a["rank"])} for a in job.allocations]),
@@ -158,59 +167,83 @@ class SSHExecutor:
             raise
         return pids
 
-    def _launch_rank(self, job: JobRecord, rank: int, alloc: dict, account: Account | None) -> int:
+    def _launch_rank(self, job: JobRecord, rank: int, alloc: dict, account: Account | None, claimed: bool) -> int:
         d = job_dir(self.state_dir, job.id)
         out_base, base = f"{d}/rank-{rank}", rank_base(self.state_dir, job, rank)
         env = rank_env(job, rank, master_addr=self.addresses[job.allocations[0]["node"]],
                        state_dir=self.state_dir)
         cmd = " ".join(shlex.quote(c) for c in job.command)
         if account is not None:
-            return self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd)
+            return self._launch_as(job, rank, alloc["node"], account, owner_env(account, env), cmd, claimed)
         script = (
-            f"mkdir -p {shlex.quote(d)} && rm -f {shlex.quote(base + '.rc')} "
-            f"{shlex.quote(base + '.rc.started')} || exit 1; "
+            f"mkdir -p {shlex.quote(d)} || exit 1; "
             f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} "
             f"setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap "
             f"{shlex.quote(base + '.rc')} --workdir {shlex.quote(job.workdir)} -- {cmd} "
-            f">>{shlex.quote(out_base + '.out')} 2>>{shlex.quote(out_base + '.err')} </dev/null & echo $!"
+            f">>{shlex.quote(out_base + '.out')} 2>>{shlex.quote(out_base + '.err')} </dev/null & "
+            + _echo_rank_pid(base + ".rc", claimed)
         )
-        rc, out, err = self._run(alloc["node"], script)
+        rc, out, err = self._run(alloc["node"], script, sent_point="launch-sent")
         if rc != 0 or not out.strip().isdigit():
             raise NodeFailure(alloc["node"], f"job {job.id} rank {rank}: launch on {alloc['node']} failed: "
                                              f"{err.strip() or out.strip()}")
         return int(out.strip())
 
     def reconcile(self, job: JobRecord) -> dict[int, int]:
+        """probe.py on each node (one round trip per node) says, per rank: its live wrapper, ended, or never."""
         by_node: dict[str, list[int]] = {}
         for a in job.allocations:
             if not a.get("pid"):
                 by_node.setdefault(a["node"], []).append(a["rank"])
-        pids, never_launched = {}, []
-        for node, ranks in by_node.items():
-            # One round trip per node: each rank's live wrapper pid, or whether it ran.
-            checks = []
-            for r in ranks:
-                rc = rank_base(self.state_dir, job, r) + ".rc"
-                q = shlex.quote(rc)
-                checks.append(
-                    f"p=$(ps -eo pid=,args= | grep -F -- {shlex.quote('rankwrap ' + rc + ' ')} | grep -v grep "
-                    f"| awk '{{print $1; exit}}'); "
-                    f"if [ -n \"$p\" ]; then echo {r} pid $p; elif [ -f {q} ]; then echo {r} ended; "
-                    f"elif [ -f {q}.started ]; then echo {-signals.SIGKILL} > {q}; echo {r} ended; "
-                    f"else echo {r} never; fi"
-                )
-            _, out, _ = self._run(node, "; ".join(checks))
-            for line in out.splitlines():
-                parts = line.split()
-                if len(parts) == 3 and parts[1] == "pid" and parts[2].isdigit():
-                    pids[int(parts[0])] = int(parts[2])
-                elif len(parts) == 2 and parts[1] == "never":
-                    never_launched.append(int(parts[0]))
-        if never_launched:
-            pids.update(self.launch(job, never_launched))
+        pids, never_launched, unreachable = {}, [], None
+        rc_files = {rank_base(self.state_dir, job, r) + ".rc": r for ranks in by_node.values() for r in ranks}
+
+        def ask(node: str) -> tuple[int, str, str]:
+            mine = [rc for rc, r in rc_files.items() if r in by_node[node]]
+            return self._run(node, f"{self._probe()} reconcile {' '.join(map(shlex.quote, mine))}", timeout=60.0)
+
+        for node, answer in _on_nodes(ask, by_node):
+            if isinstance(answer, NodeFailure):
+                unreachable = answer
+                continue
+            code, out, err = answer
+            answers = dict((rc, (what, pid)) for rc, what, pid in (line.rsplit(" ", 2) for line in out.splitlines()
+                                                                   if line.count(" ") >= 2))
+            if code != 0 or set(answers) != {rc for rc, r in rc_files.items() if r in by_node[node]}:
+                raise NodeFailure(node, f"job {job.id}: recovery on {node} failed: {err.strip() or out.strip()}")
+            for rc, (what, pid) in answers.items():
+                if what == "pid":
+                    pids[rc_files[rc]] = int(pid)  # adopt it
+                elif what == "never":
+                    never_launched.append(rc_files[rc])
+        if unreachable is not None or never_launched:  # the gang cannot be whole: what runs of it must stop
+            try:
+                if unreachable is not None:
+                    raise unreachable
+                pids.update(self.launch(job, never_launched, claimed=True))
+            except NodeFailure:
+                self.signal(replace(job, allocations=[{**a, "pid": a.get("pid") or pids.get(a["rank"])}
+                                                      for a in job.allocations]), signals.SIGKILL)
+                raise
         return pids
 
-    def _launch_as(self, job: JobRecord, rank: int, node: str, account: Account, env: dict, cmd: str) -> int:
+    def sweep(self, keep: set[tuple[int, int]]) -> list[str]:
+        """Kill every rank wrapper of this state dir on every node whose (job, attempt) is not in `keep`.
+        A node that does not answer is skipped (it is drained when a job of it is next looked at)."""
+        hosts = {h: n for n, h in sorted(self.addresses.items(), reverse=True)}.values()  # one call a host
+        command, keep_json = f"{self._probe()} sweep {shlex.quote(self.state_dir)}", json.dumps(sorted(keep)).encode()
+        killed = []
+        for node, answer in _on_nodes(lambda node: self._run(node, command, stdin=keep_json, timeout=60.0), hosts):
+            if not isinstance(answer, NodeFailure):
+                killed += [f"{node}:{rc}" for rc in answer[1].splitlines() if rc]
+        return killed
+
+    def _probe(self) -> str:
+        """probe.py's source on the command line: stdlib only, so no import of adsched (a slow start) on the node."""
+        return f"{shlex.quote(self.settings.python)} -c {shlex.quote(_PROBE_SOURCE)}"
+
+    def _launch_as(self, job: JobRecord, rank: int, node: str, account: Account, env: dict, cmd: str,
+                   claimed: bool) -> int:
         """A rank as the job's owner: root's rankwrap switches user on the node; the owner's environment
         goes through stdin into a 0600 file (never onto a command line); output belongs to the owner."""
         d = job_dir(self.state_dir, job.id)
@@ -219,13 +252,13 @@ class SSHExecutor:
              for k in (".rc", ".rc.started", ".out", ".err", ".env")}
         script = (
             f"umask 077; mkdir -p {shlex.quote(d)} && chmod 711 {shlex.quote(d)} {shlex.quote(os.path.dirname(d))} && "
-            f"rm -f {q['.rc']} {q['.rc.started']} && cat > {q['.env']} && touch {q['.out']} {q['.err']} && "
+            f"cat > {q['.env']} && touch {q['.out']} {q['.err']} && "
             f"chown -- {shlex.quote(account.name + ':')} {q['.out']} {q['.err']} && "
             f"cd / && {{ setsid {shlex.quote(self.settings.python)} -m adsched.standalone.executors.rankwrap {q['.rc']} "
             f"--as {shlex.quote(account.name)} --env-file {q['.env']} --workdir {shlex.quote(job.workdir)} -- {cmd} "
-            f">>{q['.out']} 2>>{q['.err']} </dev/null & echo $!; }}"
+            f">>{q['.out']} 2>>{q['.err']} </dev/null & {_echo_rank_pid(base + '.rc', claimed)}; }}"
         )  # only the wrapper goes to the background: `cat` must read the env from this session's stdin
-        rc, out, err = self._run(node, script, stdin=json.dumps(env).encode())
+        rc, out, err = self._run(node, script, stdin=json.dumps(env).encode(), sent_point="launch-sent")
         if rc != 0 or not out.strip().isdigit():
             raise NodeFailure(node, f"job {job.id} rank {rank}: launch on {node} failed: {err.strip() or out.strip()}")
         return int(out.strip())
@@ -287,3 +320,31 @@ class SSHExecutor:
                 self._run(node, "; ".join(f"kill -{int(signum)} -- -{pid} 2>/dev/null" for pid in pids) + "; true")
             except NodeFailure:
                 continue  # a lost node: its ranks are reported lost by `ended`
+
+
+def _echo_rank_pid(rc_file: str, claimed: bool) -> str:
+    """Shell that prints the started wrapper's pid; `claimed`: the pid of the wrapper holding the rank
+    (rankwrap's claim): the one just started or, if a launch cut by a crash got there first, that one's
+    (the new wrapper then exits at once). It waits for the claim, so only recovery asks for it."""
+    if not claimed:
+        return "echo $!"
+    claim = shlex.quote(rc_file + ".claim")
+    return (f"w=$!; while [ ! -s {claim} ] && kill -0 $w 2>/dev/null; do sleep 0.02; done; "
+            f"if [ -s {claim} ]; then cat {claim}; else echo $w; fi")
+
+
+def _on_nodes(ask, nodes):
+    """(node, ask(node) or the NodeFailure it raised) for each node, asked in parallel: recovery waits
+    for the slowest node, not for their sum."""
+    nodes = list(nodes)
+    if not nodes:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+        futures = [(node, pool.submit(ask, node)) for node in nodes]
+        out = []
+        for node, future in futures:
+            try:
+                out.append((node, future.result()))
+            except NodeFailure as e:
+                out.append((node, e))
+        return out

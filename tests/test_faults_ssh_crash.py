@@ -1,0 +1,210 @@
+"""kill -9 of a daemon whose ranks run over SSH (issue 13): recovery reconciles the nodes too.
+
+Three real sshd nodes on 127.0.0.2-4 (tests/test_faults_node.py). The daemon
+(tests/faults_driver.py with the SSH executor) is killed again and again: at its crash
+points (after the start's intent is committed, with a rank's launch sent to its node and
+its pid not yet read, after each rank's launch, after pids are recorded, after a signal)
+and, in a third of its lives, from outside at a random moment. Meanwhile the test
+submits gangs of 1-3 nodes, some of which fail (the gang rule stops the others), and
+cancels a few. Every rank takes an exclusive lock on its (job, attempt, rank) file and
+logs start and end with its pid (the RANK script of test_faults_crash.py); a rank running
+beside another copy of itself writes DUP.
+
+At the end: no DUP, each rank of each job started exactly once (nothing here requeues a
+job), every job ended once in the state it had to, and no rank wrapper is left on the nodes.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from adsched.errors import InvalidRequest
+from adsched.standalone.executors.local import _rank_wrappers
+from adsched.standalone.store import FINAL_STATES, JobRequest, Store
+
+from helpers import wait_for
+from test_faults_crash import RANK
+from test_faults_node import HOSTS, nodes  # noqa: F401 - the fixture: three sshd nodes
+
+pytestmark = pytest.mark.ssh
+
+CRASHES = int(os.environ.get("ADSCHED_TEST_SSH_CRASHES", "30"))
+CRASH_SECONDS = float(os.environ.get("ADSCHED_TEST_SSH_CRASH_SECONDS", "60"))  # stop there on a slow machine
+MIN_CRASHES = 10
+SEED = int(os.environ.get("ADSCHED_TEST_SEED", "13"))
+
+CLUSTER = """
+[cluster]
+name = "sshcrash"
+[[nodes]]
+names = "n[1-3]"
+addresses = "127.0.0.[2-4]"
+gpus = 2
+[queues.work]
+tier = 1
+[scheduler]
+cycle_interval = 0.05
+[standalone]
+executor = "ssh"
+"""
+
+
+def test_daemon_killed_while_ranks_run_over_ssh_runs_each_rank_once(tmp_path, nodes):  # noqa: F811
+    _, settings = nodes
+    state = tmp_path / "state"
+    store = Store.init(state, CLUSTER)
+    rank_py, locks = tmp_path / "rank.py", tmp_path / "locks"
+    rank_py.write_text(RANK)
+    locks.mkdir()
+    env = {"LOCKDIR": str(locks), "RANKLOG": str(tmp_path / "ranks.log")}
+    rng = random.Random(SEED)
+    natural: dict[int, str] = {}
+    cancelled: dict[int, str] = {}
+
+    def submit(plan: str, want: str, **kw) -> None:
+        req = JobRequest([sys.executable, "-S", str(rank_py)], env={**env, "PLAN": plan}, user="root",
+                         workdir=str(tmp_path), **kw)
+        natural[store.submit(req, time.time())] = want
+
+    progress, stop = tmp_path / "progress.jsonl", tmp_path / "stop"
+    ssh = {"addresses": HOSTS, "settings": asdict(settings)}
+    driver = subprocess.Popen([sys.executable, str(Path(__file__).parent / "faults_driver.py"), str(state), str(SEED),
+                               str(CRASHES), str(progress), str(stop), json.dumps(ssh)])
+    t0 = time.monotonic()
+
+    def crashed() -> int:
+        lines = progress.read_text().splitlines() if progress.exists() else []
+        return json.loads(lines[-1])["crashed"] if lines else 0
+
+    try:
+        while crashed() < CRASHES and time.monotonic() - t0 < CRASH_SECONDS:
+            assert driver.poll() is None, "the driver stopped early"
+            if len(store.jobs(states=("PENDING", "RUNNING"))) < 4:
+                submit(f"ok:{rng.uniform(0.3, 1.5):.2f}", "COMPLETED", nodes=rng.choice([2, 3]), gpus_per_node=2)
+                submit(f"ok:{rng.uniform(0.3, 1.0):.2f}", "COMPLETED", gpus=1)
+                if rng.random() < 0.3:
+                    submit("fail:0.5", "FAILED", nodes=2, gpus_per_node=2)
+            active = [j.id for j in store.jobs(states=("PENDING", "RUNNING"))]
+            if active and rng.random() < 0.03:
+                j = rng.choice(active)
+                try:
+                    cancelled[j] = store.cancel(j, time.time())
+                except InvalidRequest:  # it ended meanwhile
+                    pass
+            time.sleep(0.2)
+        assert crashed() >= MIN_CRASHES, f"only {crashed()} crashes in {CRASH_SECONDS:g} s"
+        stop.touch()
+        assert driver.wait(timeout=180) == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    elapsed = time.monotonic() - t0
+
+    log = [line.split() for line in (tmp_path / "ranks.log").read_text().splitlines()]
+    dups = [line for line in log if line[0].startswith("DUP")]
+    jobs = {j.id: j for j in store.jobs()}
+    lives = [json.loads(line) for line in progress.read_text().splitlines()]
+    points = collections.Counter((state / "crash-points.log").read_text().split())
+    starts = collections.Counter((x[1], x[3]) for x in log if x[0] == "start")  # (job, rank), any attempt
+    print(f"\nover SSH: {sum(x['killed'] for x in lives)} crashes in {len(lives)} daemon lives "
+          f"({sum(x['cli'] for x in lives)} via `adsched run`), {elapsed:.0f} s; crash points: {dict(points)}; "
+          f"{len(jobs)} jobs checked, {sum(j.restart_count for j in jobs.values())} requeues, "
+          f"{sum(starts.values())} rank starts; duplicates: {len(dups)}")
+
+    assert dups == []
+    assert set(jobs) == set(natural), "a job was lost or appeared from nowhere"
+    assert points["launch-sent"] > 0 and points["launch"] > 0 and points["commit"] > 0 and points["timer"] > 0
+    assert [k for k, n in starts.items() if n > 1] == []  # each rank of each job ran once
+    assert all(j.restart_count == 0 for j in jobs.values())  # no node was lost: nothing had to run again
+    ends = {(x[1], x[3]) for x in log if x[0] == "end"}
+    wrong = []
+    for j in jobs.values():
+        terminal = [e for e in store.events(j.id) if e["kind"] in ("end", "cancel")]
+        allowed = {"CANCELLED"} if cancelled.get(j.id) == "CANCELLED" else (
+            {"CANCELLED", natural[j.id]} if j.id in cancelled else {natural[j.id]})
+        if j.state not in allowed or len(terminal) != 1:
+            wrong.append((j.id, j.state, sorted(allowed), [e["kind"] for e in store.events(j.id)], j.reason))
+        if j.state == "COMPLETED":
+            missing = [r for r in range(j.num_nodes) if (str(j.id), str(r)) not in ends]
+            if missing:
+                wrong.append((j.id, "COMPLETED without ranks ending", missing))
+            if sorted(r for (job, r) in starts if job == str(j.id)) != [str(r) for r in range(j.num_nodes)]:
+                wrong.append((j.id, "COMPLETED without each rank started once"))
+    assert wrong == []
+    assert all(j.state in FINAL_STATES for j in jobs.values())
+    # The nodes are this host's loopback addresses: nothing of this state dir is left running on them.
+    wait_for(lambda: not [rc for rc in _rank_wrappers() if rc.startswith(str(state))], timeout=10,
+             what="no rank wrapper left")
+
+
+def _started_gang(tmp_path, settings, ranks_launched: int):
+    """A 3-node gang whose start is recorded (the intent) and `ranks_launched` ranks of it launched over
+    SSH, their pids never recorded: what a daemon killed inside its launch leaves behind."""
+    from adsched.core.schedule import schedule
+    from adsched.standalone.executors.ssh import SSHExecutor
+
+    state = tmp_path / "state"
+    store = Store.init(state, CLUSTER)
+    job_id = store.submit(JobRequest([sys.executable, "-c", "import time; time.sleep(60)"], nodes=3,
+                                     gpus_per_node=2, user="root", workdir=str(tmp_path)), time.time())
+    [job] = store.record_cycle(schedule(store.snapshot(time.time()), store.config, time.time()), time.time())
+    executor = SSHExecutor(state, HOSTS, settings)
+    pids = executor.launch(job, list(range(ranks_launched)))
+    executor.close()
+    return store, job_id, pids
+
+
+def _restarted(store: Store, settings):
+    from adsched.standalone import recovery
+    from adsched.standalone.daemon import Daemon
+    from adsched.standalone.executors.ssh import SSHExecutor
+
+    daemon = Daemon(Store(store.state_dir), SSHExecutor(store.state_dir, HOSTS, settings), kill_wait=1.0)
+    return daemon, recovery.recover(daemon, time.time())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_an_orphan_of_an_earlier_attempt_is_killed_on_every_ssh_node(tmp_path, nodes):  # noqa: F811
+    _, settings = nodes
+    store, job_id, pids = _started_gang(tmp_path, settings, 3)
+    store.requeue(job_id, "node lost", time.time())  # the store forgot its ranks (say a node was cut off)
+    daemon, report = _restarted(store, settings)
+    # Killed through the nodes' sshd (the three nodes share this host's /proc: each node asked finds all three)
+    assert sorted({k.split(":", 1)[1].rsplit("/", 1)[1] for k in report.killed}) == \
+        ["rank-0.0.rc", "rank-1.0.rc", "rank-2.0.rc"], report
+    assert all(k.split(":", 1)[0] in HOSTS for k in report.killed)
+    wait_for(lambda: all(_gone(p) for p in pids.values()), timeout=10, what="the orphans killed")
+    assert store.job(job_id).state == "PENDING"
+    daemon.executor.close()
+
+
+def test_a_gang_cut_in_its_launch_with_a_node_gone_is_requeued_whole(tmp_path, nodes):  # noqa: F811
+    made, settings = nodes
+    store, job_id, pids = _started_gang(tmp_path, settings, 1)  # rank 0 runs, ranks 1 and 2 never launched
+    lost = next(a["node"] for a in store.job(job_id).allocations if a["rank"] == 2)
+    made[lost].die()
+    daemon, report = _restarted(store, settings)
+    assert report.requeued == [job_id] and report.adopted == {}
+    wait_for(lambda: _gone(pids[0]), timeout=10, what="rank 0 killed")
+    job = store.job(job_id)
+    assert (job.state, job.restart_count) == ("PENDING", 1) and job.reason.startswith("recovery failed: ")
+    node = next(n for n in store.nodes() if n["name"] == lost)
+    assert node["state"].startswith("drain"), node
+    daemon.executor.close()
