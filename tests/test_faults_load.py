@@ -1,10 +1,10 @@
 """Many `adsub submit` processes at once while the daemon runs (issue 13): unique ids, none
 lost, and `database is locked` never reaches a user (the store's busy timeout queues writers).
 
-24 processes submit 50 jobs each in one call (`--file`, one transaction) and 16 more submit
-one job each, all started together against a daemon that schedules and runs them. The
-issue's full size (100 processes x 50 jobs) takes over a minute of this 2-core machine, so
-it is bench/load.py's, with the single-call figures (printed, not asserted).
+The issue's full size: 100 processes submit 50 jobs each (`--file`, one transaction a
+process), 5,000 jobs, all started together against a real `adsched run` that schedules and
+runs them meanwhile. Bounded by a generous timeout per process (a hang fails the test); the
+rate is printed, never asserted (bench/load.py has the figures).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from adsched.standalone.store import Store
 
 from helpers import wait_for
 
-BULK_PROCESSES, JOBS_EACH, SINGLE_PROCESSES = 24, 50, 16
+PROCESSES, JOBS_EACH = 100, 50
+TIMEOUT = 300  # seconds for every process to answer (15.5 s for all of them in bench/load.py)
 
 CLUSTER = """
 [cluster]
@@ -45,11 +46,12 @@ def test_a_hundred_concurrent_submitters_while_the_daemon_runs(tmp_path):
     spec.write_text("".join(json.dumps({"command": ["true"], "name": f"j{i}"}) + "\n" for i in range(JOBS_EACH)))
     daemon = subprocess.Popen([sys.executable, "-m", "adsched.cli.adsched", "run", "--state", str(state)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    procs = []
     try:
         t0 = time.monotonic()
-        procs = [adsub(state, "-D", str(tmp_path), "--file", str(spec)) for _ in range(BULK_PROCESSES)]
-        procs += [adsub(state, "-D", str(tmp_path), "--", "true") for _ in range(SINGLE_PROCESSES)]
-        results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+        procs = [adsub(state, "-D", str(tmp_path), "--file", str(spec)) for _ in range(PROCESSES)]
+        deadline = time.monotonic() + TIMEOUT
+        results = [(p.wait(timeout=max(1.0, deadline - time.monotonic())), *p.communicate()) for p in procs]
         elapsed = time.monotonic() - t0
         during = sum(1 for j in store.jobs() if j.state != "PENDING")
         # The daemon came through the storm: alive, and scheduling (it may have had no turn
@@ -58,17 +60,20 @@ def test_a_hundred_concurrent_submitters_while_the_daemon_runs(tmp_path):
                  what="the daemon running jobs")
         assert daemon.poll() is None, daemon.stderr.read()
     finally:
+        for p in procs:  # a submitter that hung is not left behind
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         daemon.terminate()
         daemon.wait(timeout=30)
 
     failed = [(rc, err) for rc, _, err in results if rc != 0 or err]
-    assert failed == []  # in particular no "database is locked"
+    assert failed == []  # no error at all reached a user, so no "database is locked"
     ids = []
     for _, out, _ in results:
-        answer = json.loads(out)
-        ids += answer["job_ids"] if "job_ids" in answer else [answer["job_id"]]
-    want = BULK_PROCESSES * JOBS_EACH + SINGLE_PROCESSES
+        ids += json.loads(out)["job_ids"]
+    want = PROCESSES * JOBS_EACH
     assert len(ids) == len(set(ids)) == want
     assert {j.id for j in store.jobs()} == set(ids)  # none lost, none extra
-    print(f"\n{len(procs)} adsub processes, {want} jobs in {elapsed:.1f} s ({want / elapsed:.0f} jobs/s); "
-          f"the daemon had started {during} of them meanwhile")
+    print(f"\n{len(procs)} adsub processes x {JOBS_EACH} jobs: {want} jobs in {elapsed:.1f} s "
+          f"({want / elapsed:.0f} jobs/s); the daemon had started {during} of them meanwhile")
