@@ -128,12 +128,6 @@ def _counters(free: list[int], up: list[bool], leaf_of: list[int], n_leaves: int
     return at_least, rows
 
 
-def _suffix_sums(row: list[int]) -> None:
-    """Counts per exact free count -> counts of at least that many (the last slot stays 0)."""
-    for g in range(len(row) - 3, -1, -1):
-        row[g] += row[g + 1]
-
-
 # The kinds of state cell Capacity._write sets (compared by identity: they are the hot path).
 _BUSY, _HOLD, _MIG = "busy", "hold", "mig"
 
