@@ -98,7 +98,8 @@ def order_pending(
         fair_queue = _Memo(lambda q: queue_get(q, 1.0))
         score = [
             w_prio * j.priority
-            + (w_age if (waited := now - j.submit_time) >= age_max else max(0.0, waited) * per_second)
+            # max(0.0, waited) * per_second, without a call per job: 0.0 unless waited > 0
+            + (w_age if (waited := now - j.submit_time) >= age_max else (waited * per_second if waited > 0.0 else 0.0))
             + fair_user[j.user] * fair_queue[j.queue]
             + (j.num_nodes * j.gpus_per_node if j.mig is None else gpu_equiv(j)) * per_gpu
             for j in jobs
@@ -106,5 +107,7 @@ def order_pending(
     idx = sorted(range(len(jobs)), key=[j.id for j in jobs].__getitem__)
     idx.sort(key=[j.submit_time for j in jobs].__getitem__)
     idx.sort(key=score.__getitem__, reverse=True)  # stable: ties keep (submit time, id) order
-    idx.sort(key=[tier[j.queue] for j in jobs].__getitem__, reverse=True)
+    tiers = [tier[j.queue] for j in jobs]
+    if len(set(tier.values())) > 1:  # with one tier for all, this stable sort changes nothing
+        idx.sort(key=tiers.__getitem__, reverse=True)
     return [jobs[i] for i in idx]

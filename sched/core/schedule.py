@@ -125,14 +125,30 @@ class Cycle:
         # Phases 3, 4 and 5: gates, then within-quota admission (or preemption) in order.
         borrowers: list[Job] = []
         seen: dict[tuple, tuple[int, object]] = {}  # request -> (generation, BORROW or its Reason)
-        for job in self.order:
-            self._step(job, seen, borrowers)
+        self._steps(self.order, seen, borrowers)
 
         # Phase 6: borrowing on what is left idle (quota and limits re-checked: usage grew).
-        seen = {}
-        for job in borrowers:
-            self._step(job, seen, None)
+        self._steps(borrowers, {}, None)
         return self
+
+    def _steps(self, jobs: list[Job], seen: dict[tuple, tuple[int, object]], borrowers: list[Job] | None) -> None:
+        """_step for each job in order, with its commonest case inline (most of a long queue,
+        bench/cycle.py): a plain job, not held and not behind a FIFO blocker, whose request
+        already met the same state (generation) gets the same outcome, as _step would give it."""
+        step, pending_reasons = self._step, self.decisions.pending_reasons
+        special, per_user = self._special, self._per_user
+        for job in jobs:
+            if (self.blocker is None and job.begin_time is None and not (
+                    job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
+                    or job.id in special or job.queue in per_user)):
+                hit = seen.get((job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig))
+                if hit is not None and hit[0] == self.generation:
+                    if hit[1] is BORROW:
+                        borrowers.append(job)
+                    else:
+                        pending_reasons[job.id] = hit[1]
+                    continue
+            step(job, seen, borrowers)
 
     def _step(self, job: Job, seen: dict[tuple, tuple[int, object]], borrowers: list[Job] | None) -> None:
         """Gate and admit one job; `borrowers` is None in phase 6 (borrowing is allowed)."""
