@@ -12,10 +12,12 @@ from adsched.sim import metrics
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 
-def _commands(group: click.Group, path: tuple[str, ...] = ()):
+def _commands(group: click.Command, path: tuple[str, ...] = ()):
     yield path, group
-    for name, cmd in getattr(group, "commands", {}).items():
-        yield from _commands(cmd, (*path, name))
+    if isinstance(group, click.Group):  # through click's API: adsub loads some commands by name (cli/lazy.py)
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            yield from _commands(group.get_command(ctx, name), (*path, name))
 
 
 def _subcommands(group: click.Group) -> set[str]:
