@@ -208,3 +208,56 @@ def test_a_gang_cut_in_its_launch_with_a_node_gone_is_requeued_whole(tmp_path, n
     node = next(n for n in store.nodes() if n["name"] == lost)
     assert node["state"].startswith("drain"), node
     daemon.executor.close()
+
+
+# A rank that holds its (job, attempt, rank) lock and reports any rank of another attempt of its job
+# still holding one; attempt 0 runs long, later attempts end at once.
+PARTITION_RANK = r"""
+import fcntl, glob, os, time
+e = os.environ
+job, attempt, rank = e["ADSCHED_JOB_ID"], e["ADSCHED_RESTART_COUNT"], e["NODE_RANK"]
+fd = os.open(os.path.join(e["LOCKDIR"], f"{job}.{attempt}.{rank}"), os.O_CREAT | os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+for other in glob.glob(os.path.join(e["LOCKDIR"], f"{job}.*.*")):
+    if other.split(".")[-2] != attempt:
+        ofd = os.open(other, os.O_RDONLY)
+        try:
+            fcntl.flock(ofd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            open(e["RANKLOG"], "a").write(f"DUP {job} {attempt} {rank} beside {os.path.basename(other)}\n")
+        os.close(ofd)
+open(e["RANKLOG"], "a").write(f"start {job} {attempt} {rank} {os.getpid()}\n")
+time.sleep(60 if attempt == "0" else 0.2)
+"""
+
+
+def test_a_cut_off_node_resumed_has_its_orphaned_rank_killed_before_the_gang_runs_again(tmp_path, nodes):  # noqa: F811
+    from adsched.standalone.daemon import Daemon
+    from adsched.standalone.executors.ssh import SSHExecutor
+
+    made, settings = nodes
+    state, log, locks = tmp_path / "state", tmp_path / "ranks.log", tmp_path / "locks"
+    locks.mkdir()
+    store = Store.init(state, CLUSTER)
+    job_id = store.submit(JobRequest([sys.executable, "-c", PARTITION_RANK], nodes=3, gpus_per_node=2,
+                                     env={"LOCKDIR": str(locks), "RANKLOG": str(log)}, user="root",
+                                     workdir=str(tmp_path)), time.time())
+    daemon = Daemon(store, SSHExecutor(state, HOSTS, settings), kill_wait=1.0)
+    wait_for(lambda: daemon.cycle() and log.exists() and len(log.read_text().splitlines()) == 3, timeout=60,
+             what="three ranks running")
+    n2_rank = next(a["rank"] for a in store.job(job_id).allocations if a["node"] == "n2")
+    orphan = next(int(pid) for _, _, _, r, pid in (line.split() for line in log.read_text().splitlines())
+                  if r == str(n2_rank))
+    made["n2"].die()  # cut off: its sshd and sessions go, its rank (a session of its own) runs on
+    wait_for(lambda: daemon.cycle() and store.job(job_id).state == "PENDING", timeout=60, what="the gang requeued")
+    assert not _gone(orphan)  # nothing could reach it
+
+    made["n2"].start()
+    store.set_node_state("n2", "up", "", time.time())  # as `adsched nodes resume n2`
+    wait_for(lambda: daemon.cycle() and store.job(job_id).state == "COMPLETED", timeout=60, what="the gang completed")
+    assert _gone(orphan)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [x for x in lines if x[0] == "DUP"] == []  # attempt 1 never ran beside the orphan of attempt 0
+    assert sorted((x[2], x[3]) for x in lines if x[0] == "start") == [
+        ("0", "0"), ("0", "1"), ("0", "2"), ("1", "0"), ("1", "1"), ("1", "2")]
+    daemon.executor.close()

@@ -144,6 +144,7 @@ class Daemon:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
+        recovery.sweep_returned_nodes(self)  # a node back in service may still run ranks of a requeued gang
 
         # Phase 1: reap; enforce the gang rule, cancellations, preemptions, start timeouts
         # and time limits; pick up checkpoints jobs reported through their checkpoint file.

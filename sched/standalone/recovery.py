@@ -12,7 +12,10 @@ running, which ended, and which were never launched (`recover`):
   (`Executor.sweep`, on this host or on every SSH node): it can never run beside a
   requeued copy of itself;
 - a gang with a node that does not answer is requeued whole (its other ranks killed),
-  the node drained, as when a launch fails.
+  the node drained, as when a launch fails;
+- a node back in service (resumed after it stopped answering) is swept before the cycle
+  places anything (`sweep_returned_nodes`): a rank of a gang requeued while the node was
+  cut off is killed there before the gang runs again.
 
 A rank wrapper claims its rank before it runs anything (rankwrap.py, probe.py), so a rank
 launched again by recovery while a crashed daemon's launch is still on its way (over SSH,
@@ -123,4 +126,25 @@ def recover(daemon: "Daemon", now: float) -> Recovery:
         if verdict is not None:  # the first signal may never have gone out
             executor.signal(store.job(job.id), verdict.signum if now < verdict.kill_at else signal.SIGKILL)
             report.stops.append(job.id)
+    daemon._node_states = _node_states(store)  # every node was swept: `sweep_returned_nodes` starts from here
     return report
+
+
+def sweep_returned_nodes(daemon: "Daemon") -> list[str]:
+    """Each cycle, before anything is placed: a node back in service (drained or down -> up, e.g.
+    `adsched nodes resume` after it stopped answering) is swept first, since ranks of a gang
+    requeued while it was cut off may still run there. Over SSH only (one host has no such gap)."""
+    sweep_nodes = getattr(daemon.executor, "sweep_nodes", None)
+    if sweep_nodes is None:
+        return []
+    states, before = _node_states(daemon.store), getattr(daemon, "_node_states", None)
+    daemon._node_states = states
+    back = sorted(n for n, s in (before or {}).items() if s != "up" and states.get(n, "up") == "up")
+    if not back:
+        return []
+    return sweep_nodes(back, {(j.id, j.restart_count) for j in daemon.store.jobs(states=(RUNNING,))})
+
+
+def _node_states(store: Store) -> dict[str, str]:
+    """The nodes an admin or the daemon ever set (the others are up): one small query."""
+    return dict(store.conn.execute("SELECT name, state FROM nodes").fetchall())

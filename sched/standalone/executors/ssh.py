@@ -230,7 +230,11 @@ class SSHExecutor:
     def sweep(self, keep: set[tuple[int, int]]) -> list[str]:
         """Kill every rank wrapper of this state dir on every node whose (job, attempt) is not in `keep`.
         A node that does not answer is skipped (it is drained when a job of it is next looked at)."""
-        hosts = {h: n for n, h in sorted(self.addresses.items(), reverse=True)}.values()  # one call a host
+        return self.sweep_nodes(sorted(self.addresses), keep)
+
+    def sweep_nodes(self, nodes: list[str], keep: set[tuple[int, int]]) -> list[str]:
+        """`sweep` on these nodes only (a node back in service: what ran there while it was cut off)."""
+        hosts = {self.addresses[n]: n for n in sorted(nodes, reverse=True)}.values()  # one call a host
         command, keep_json = f"{self._probe()} sweep {shlex.quote(self.state_dir)}", json.dumps(sorted(keep)).encode()
         killed = []
         for node, answer in _on_nodes(lambda node: self._run(node, command, stdin=keep_json, timeout=60.0), hosts):
