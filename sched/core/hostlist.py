@@ -40,7 +40,7 @@ def _expand_one(pattern: str) -> list[str]:
             raise HostlistError(f"bad host pattern {pattern!r}")
         return [pattern]
     head, body, tail = pattern[: m.start()], m.group(1), pattern[m.end() :]
-    out = []
+    out, tails = [], None
     for item in body.split(","):
         r = _RANGE.match(item.strip())
         if not r:
@@ -53,7 +53,9 @@ def _expand_one(pattern: str) -> list[str]:
         if hi - lo + 1 > MAX_NAMES:
             raise HostlistError(f"range {item!r} in {pattern!r} names {hi - lo + 1} hosts (at most {MAX_NAMES})")
         for n in range(lo, hi + 1):
-            for rest in _expand_one(tail):
+            if tails is None:  # the same for every number: expanded once (each adsub call expands the config's)
+                tails = _expand_one(tail)
+            for rest in tails:
                 out.append(f"{head}{n:0{width}d}{rest}")
             if len(out) > MAX_NAMES:
                 raise HostlistError(f"{pattern!r} names more than {MAX_NAMES} hosts")
