@@ -39,7 +39,7 @@ from test_faults_node import HOSTS, nodes  # noqa: F401 - the fixture: three ssh
 pytestmark = pytest.mark.ssh
 
 CRASHES = int(os.environ.get("ADSCHED_TEST_SSH_CRASHES", "30"))
-CRASH_SECONDS = float(os.environ.get("ADSCHED_TEST_SSH_CRASH_SECONDS", "60"))  # stop there on a slow machine
+CRASH_SECONDS = float(os.environ.get("ADSCHED_TEST_SSH_CRASH_SECONDS", "75"))  # stop there on a slow machine
 MIN_CRASHES = 10
 SEED = int(os.environ.get("ADSCHED_TEST_SEED", "13"))
 

@@ -65,8 +65,9 @@ class LocalExecutor:
                 pids[a["rank"]] = pid  # adopt it
             elif what == "never":
                 never_launched.append(a["rank"])
-        if never_launched:
-            pids.update(self.launch(job, never_launched))
+        if never_launched:  # the wrapper holding each rank's claim is the rank (probe.py), not always ours
+            for rank, pid in self.launch(job, never_launched).items():
+                pids[rank] = probe.claimed_by(rank_base(self.state_dir, job, rank) + ".rc", pid)
         return pids
 
     def sweep(self, keep: set[tuple[int, int]]) -> list[str]:

@@ -44,6 +44,19 @@ def claim_holder(rc_file: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def claimed_by(rc_file: str, started: int, wait: float = 10.0) -> int:
+    """The pid holding the rank once the wrapper just `started` has claimed it or lost (it exits at once)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        holder = claim_holder(rc_file)
+        if holder is not None:
+            return holder
+        if not os.path.exists(f"/proc/{started}") or zombie(started):
+            break
+        time.sleep(0.02)
+    return started
+
+
 def live_wrappers() -> dict[str, list[int]]:
     """Rank wrappers running on this host: their exit-code file (job, rank, attempt) -> pids."""
     out: dict[str, list[int]] = {}

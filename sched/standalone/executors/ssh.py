@@ -333,8 +333,8 @@ def _echo_rank_pid(rc_file: str, claimed: bool) -> str:
     if not claimed:
         return "echo $!"
     claim = shlex.quote(rc_file + ".claim")
-    return (f"w=$!; while [ ! -s {claim} ] && kill -0 $w 2>/dev/null; do sleep 0.02; done; "
-            f"if [ -s {claim} ]; then cat {claim}; else echo $w; fi")
+    return (f"w=$! i=0; while [ $i -lt 500 ] && [ ! -s {claim} ] && kill -0 $w 2>/dev/null; do sleep 0.02; "
+            f"i=$((i+1)); done; if [ -s {claim} ]; then cat {claim}; else echo $w; fi")  # at most ~10 s (a full disk)
 
 
 def _on_nodes(ask, nodes):
