@@ -34,9 +34,16 @@ class FakeSlurm:
         self.autostart = True  # a released job starts on its pinned nodes at the next tick
         self.next_id = 1
 
-    def submit(self, nodes=1, gpus=8, partition="train", minutes=60, user="alice", requeue=True) -> int:
+    def submit(self, nodes=1, gpus=8, partition="train", minutes=60, user="alice", requeue=True,
+               array: str | None = None) -> int:
         job_id, self.next_id = self.next_id, self.next_id + 1
-        self.jobs[job_id] = {
+        if array:  # one pending record for every task, as squeue --json shows it on 22.05
+            tasks, _, throttle = array.partition("%")
+            extra = {"array_job_id": job_id, "array_task_id": None, "array_task_string": array,
+                     "array_max_tasks": int(throttle or 0), "tasks": [int(i) for i in tasks.split(",")]}
+        else:
+            extra = {}
+        self.jobs[job_id] = {**extra,
             "job_id": job_id, "name": f"j{job_id}", "user_name": user, "partition": partition, "job_state": "PENDING",
             "state_reason": "JobHeldUser", "nodes": "", "node_count": nodes, "tres_per_node": f"gres:gpu:{gpus}",
             "time_limit": minutes, "submit_time": 1000 + job_id, "start_time": 0, "end_time": 0,
@@ -52,6 +59,14 @@ class FakeSlurm:
             if self.autostart and j["job_state"] == "PENDING" and j["priority"] > 0 and j["required_nodes"]:
                 j.update(job_state="RUNNING", nodes=j["required_nodes"], start_time=now, state_reason="None")
 
+    def _task(self, ref: str) -> dict | None:
+        """The record of array task "A_I" once it has one of its own."""
+        if "_" not in ref:
+            return None
+        array_id, index = map(int, ref.split("_"))
+        return next((j for j in self.jobs.values() if j.get("array_job_id") == array_id
+                     and j.get("array_task_id") == index), None)
+
     def run(self, argv, stdin, timeout):
         if self.kill_before and " ".join(argv).startswith(self.kill_before):
             self.kill_before = None
@@ -63,12 +78,24 @@ class FakeSlurm:
         self.sent.append(list(argv))
         if argv[:2] == ["scontrol", "update"]:
             fields = dict(a.split("=", 1) for a in argv[2:])
-            j = self.jobs[int(fields["JobId"])]
+            if "_" in fields["JobId"] and not self._task(fields["JobId"]):
+                # a task still in its array's pending record: split off with a job id of its own
+                array_id, index = map(int, fields["JobId"].split("_"))
+                meta = self.jobs[array_id]
+                meta["tasks"].remove(index)
+                throttle = meta["array_max_tasks"]
+                meta["array_task_string"] = ",".join(map(str, meta["tasks"])) + (f"%{throttle}" if throttle else "")
+                new_id, self.next_id = self.next_id, self.next_id + 1
+                self.jobs[new_id] = {**meta, "job_id": new_id, "array_task_id": index, "array_task_string": ""}
+                fields["JobId"] = str(new_id)
+            j = self._task(fields["JobId"]) or self.jobs[int(fields["JobId"])]
+            if "NumNodes" in fields and j.get("array_job_id"):
+                return 1, "", "scontrol: error: Job resizing not supported for job arrays"  # as 22.05 says
             if j["job_state"] != "PENDING":
                 return 1, "", "scontrol: Job is no longer pending execution"
             j["required_nodes"] = compress(fields["ReqNodeList"].split(","))
             return 0, "", ""
-        j = self.jobs[int(argv[-1])]
+        j = self._task(argv[-1]) or self.jobs[int(argv[-1])]
         if argv[:2] == ["scontrol", "release"]:
             j["priority"] = 1000
         elif argv[:2] == ["scontrol", "hold"]:
@@ -249,3 +276,33 @@ def test_between_cycles_the_controller_wakes_when_a_job_ends(slurm, state, name,
         assert took >= 1.9, name
     else:
         assert took <= want_at_most, name
+
+
+def test_an_unsplit_array_reaches_the_core_task_by_task_and_each_start_splits_one_task_off(slurm, state):
+    # squeue --json on 22.05 shows a pending array as one record (array_task_id null, array_task_string
+    # "0,1,2,3%2"); the core gets 4 tasks, starts 2 (the throttle), each pinned as "A_I" then released.
+    array = slurm.submit(nodes=1, gpus=8, array="0,1,2,3%2")
+    ctl = controller(state, slurm)
+    view = ctl.read()
+    snap = ctl.snapshot(view, ctl.table.rows(), 2000.0)
+    assert sorted((j.array_id, j.array_index, j.array_throttle) for j in snap.pending) == \
+        [(array, i, 2) for i in range(4)]
+    report = ctl.cycle()
+    assert len(report.started) == 2 and array not in report.started
+    pins = [c for c in slurm.sent if c[:2] == ["scontrol", "update"]]
+    assert [c[2] for c in pins[:2]] == [f"JobId={array}_0", f"JobId={array}_1"]  # the splits, by task
+    assert not any(c[3].startswith("NumNodes") for c in pins)  # 22.05 refuses it for an array's task
+    assert [c for c in slurm.sent if c[1] == "release"] == [["scontrol", "release", f"{array}_{i}"] for i in (0, 1)]
+    started = {i: slurm.jobs[i] for i in report.started}
+    assert sorted(j["array_task_id"] for j in started.values()) == [0, 1]
+    assert all(j["priority"] > 0 and j["required_nodes"] for j in started.values())
+    assert slurm.jobs[array]["array_task_string"] == "2,3%2" and slurm.jobs[array]["priority"] == 0
+    slurm.tick()
+    assert ctl.cycle().started == []  # two tasks run: the throttle holds the others
+    reason = Store(state).conn.execute("SELECT reason FROM slurm_ctl WHERE job_id = ?", (array,)).fetchone()[0]
+    assert reason == f"JobArrayTaskLimit: array {array} has 2 of at most 2 tasks running", reason
+    first = min(report.started)
+    slurm.jobs[first].update(job_state="COMPLETED", nodes="")
+    again = ctl.cycle()
+    assert len(again.started) == 1 and slurm.jobs[again.started[0]]["array_task_id"] == 2
+    assert [e for e in Store(state).events() if e["kind"] == "mismatch"] == []

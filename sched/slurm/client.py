@@ -68,6 +68,14 @@ def _gpus(tres: str | None) -> int:
     return total
 
 
+def _job_ref(job_id: int | str) -> str:
+    """A job id, or "A_I" (task I of array A), checked: it goes into a command line."""
+    ref = str(job_id)
+    if not re.fullmatch(r"\d+(?:_\d+)?", ref):
+        raise InvalidRequest(f"not a Slurm job id: {ref!r}")
+    return ref
+
+
 def _hosts(value: Any) -> list[str]:
     try:
         return expand(value or "") if isinstance(value, str) else []
@@ -272,16 +280,22 @@ class SlurmClient:
     def nodes(self) -> list[SlurmNode]:
         return [SlurmNode.from_json(n) for n in self._json(["sinfo", "--json"]).get("nodes", [])]
 
-    def cancel(self, job_id: int) -> None:
-        self._run(["scancel", str(int(job_id))])
+    def cancel(self, job_id: int | str) -> None:
+        self._run(["scancel", _job_ref(job_id)])
 
     # --- what the controller sends (as root; each one safe to repeat) ---------------------------
 
-    def pin(self, job_id: int, nodes: list[str], all_nodes: list[str], start_now: bool = False) -> None:
-        """Pin a pending job on exactly `nodes`: as many names as NumNodes, every other node excluded."""
+    def pin(self, job_id: int | str, nodes: list[str], all_nodes: list[str], start_now: bool = False,
+            node_count: bool = True) -> None:
+        """Pin a pending job on exactly `nodes`: as many names as NumNodes, every other node excluded.
+        `job_id` "A_I" names task I of a pending array A: Slurm splits it off with its own job id (still held).
+        Array tasks take no NumNodes (Slurm 22.05: "Job resizing not supported for job arrays"; an array's
+        node count is fixed at submit, so the required names alone make it exact)."""
         others = [n for n in all_nodes if n not in set(nodes)]
-        argv = ["scontrol", "update", f"JobId={int(job_id)}", f"NumNodes={len(nodes)}-{len(nodes)}",
+        argv = ["scontrol", "update", f"JobId={_job_ref(job_id)}", f"NumNodes={len(nodes)}-{len(nodes)}",
                 f"ReqNodeList={','.join(nodes)}", f"ExcNodeList={','.join(others)}"]
+        if not node_count:
+            del argv[3]
         if not others:
             argv[-1] = "ExcNodeList="
         if start_now:  # a requeued job's BeginTime is now + 121 s: override it
@@ -291,16 +305,16 @@ class SlurmClient:
     def drain(self, node: str, reason: str) -> None:
         self._run(["scontrol", "update", f"NodeName={node}", "State=DRAIN", f"Reason={reason}"])
 
-    def release(self, job_id: int) -> None:
-        self._run(["scontrol", "release", str(int(job_id))])
+    def release(self, job_id: int | str) -> None:
+        self._run(["scontrol", "release", _job_ref(job_id)])
 
-    def hold(self, job_id: int) -> None:
+    def hold(self, job_id: int | str) -> None:
         """An admin hold (only root may release it)."""
-        self._run(["scontrol", "hold", str(int(job_id))])
+        self._run(["scontrol", "hold", _job_ref(job_id)])
 
-    def signal(self, job_id: int, signal_name: str) -> None:
+    def signal(self, job_id: int | str, signal_name: str) -> None:
         """The signal to the batch shell, its children and every step."""
-        self._run(["scancel", f"--signal={signal_name}", "--full", str(int(job_id))])
+        self._run(["scancel", f"--signal={signal_name}", "--full", _job_ref(job_id)])
 
-    def requeue_hold(self, job_id: int) -> None:
-        self._run(["scontrol", "requeuehold", str(int(job_id))])
+    def requeue_hold(self, job_id: int | str) -> None:
+        self._run(["scontrol", "requeuehold", _job_ref(job_id)])

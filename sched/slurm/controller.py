@@ -43,6 +43,7 @@ from adsched.core.explain import Explanation, explain
 from adsched.core.model import Decisions, Job, NodeAlloc, RunningJob, Snapshot
 from adsched.core.schedule import schedule
 from adsched.errors import AdschedError, InvalidRequest, NotFound
+from adsched.jobspec import parse_array
 from adsched.standalone.store import Store
 
 from .client import SlurmClient, SlurmError, SlurmJob, SlurmNode
@@ -203,6 +204,16 @@ def _dependencies(text: str) -> tuple[tuple[int, ...], tuple[int, ...], dict[int
     return tuple(ok), tuple(anyof), known
 
 
+# A pending array's tasks that Slurm keeps in one record (squeue --json: array_task_id null,
+# array_task_string "0-2,4-5%2") reach the core as one Job each, with an id of their own above any Slurm
+# job id: TASK_IDS + array id * 2**22 + index. Starting one pins "A_I", which Slurm splits off the record.
+TASK_IDS, _TASK_SPAN = 1 << 40, 1 << 22
+
+
+def task_id(array_id: int, index: int) -> int:
+    return TASK_IDS + array_id * _TASK_SPAN + index
+
+
 class SlurmView:
     """One reading of Slurm's state, turned into the core's vocabulary."""
 
@@ -211,6 +222,19 @@ class SlurmView:
         self.jobs = {j.id: j for j in jobs}
         self.nodes = nodes
         self.known_nodes = {n.name for n in config.nodes}
+        # {task id: (the array's pending record, index)} for the tasks not split off yet
+        self.tasks: dict[int, tuple[SlurmJob, int]] = {}
+        for j in jobs:
+            for index in _unsplit_tasks(j):
+                self.tasks[task_id(j.id, index)] = (j, index)
+
+    def core_jobs(self, j: SlurmJob) -> list[Job]:
+        """The core's Jobs for one pending Slurm record: itself, or each task of an unsplit array."""
+        job = self.as_job(j)
+        indexes = _unsplit_tasks(j)
+        if not indexes:
+            return [job]
+        return [replace(job, id=task_id(j.id, i), array_id=j.id, array_index=i) for i in indexes]
 
     def as_job(self, j: SlurmJob) -> Job:
         queue = self.config.queues.get(j.partition)
@@ -220,6 +244,7 @@ class SlurmView:
         ok, anyof, _ = _dependencies(j.dependency)
         array_id = j.raw.get("array_job_id") or None
         index = j.raw.get("array_task_id") if array_id else None
+        throttle = j.raw.get("array_max_tasks") if array_id else None
         return Job(
             id=j.id, queue=j.partition, num_nodes=j.num_nodes,
             # A job that asks for no GPU still takes a node's slot: counted as one GPU per node.
@@ -227,6 +252,7 @@ class SlurmView:
             time_limit=int(limit or 365 * 86400), submit_time=float(j.submit_time or 0), user=j.user, name=j.name,
             max_leaves=_max_leaves(j.comment), array_id=array_id if isinstance(array_id, int) else None,
             array_index=index if isinstance(index, int) else None, after_ok=ok, after_any=anyof,
+            array_throttle=throttle if isinstance(throttle, int) and throttle > 0 else None,
         )
 
     def unavailable(self) -> frozenset[str]:
@@ -234,6 +260,27 @@ class SlurmView:
             s in n.state for s in ("drain", "down", "fail", "not_responding"))}
         seen = {n.name for n in self.nodes}
         return frozenset(down | (self.known_nodes - seen))
+
+
+def _ref(j: SlurmJob) -> int | str:
+    """How commands name a job: "A_I" for a task of array A (scontrol 22.05 refuses a node-count or node-list
+    update by the bare id once the array has more than one record: "Job resizing not supported for job
+    arrays"), else its id."""
+    array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
+    if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
+        return f"{array_id}_{index}"
+    return j.id
+
+
+def _unsplit_tasks(j: SlurmJob) -> list[int]:
+    """The task indexes a pending array record still holds ([] for any other record)."""
+    text = j.raw.get("array_task_string") or ""
+    if j.state != "PENDING" or isinstance(j.raw.get("array_task_id"), int) or not text:
+        return []
+    try:
+        return parse_array(text)[0]
+    except InvalidRequest:
+        return []
 
 
 def placement_for(view: SlurmView, running: list[tuple[SlurmJob, list[str], Row | None]]
@@ -294,9 +341,9 @@ class Controller:
                                 placements[j.id], borrowing=bool(row and row.borrowing))
                      for j, _, row in running)
         # Every pending job goes to the core, those with a begin time too (the core's BeginTime gate decides).
-        pending = tuple(replace(view.as_job(j), begin_time=b,
-                                begin_cause=f"not eligible before {_clock(b)} (Slurm's BeginTime)")
-                        if (b := self._begin_time(j, rows)) is not None else view.as_job(j) for j in pending_jobs)
+        pending = tuple(replace(job, begin_time=b, begin_cause=f"not eligible before {_clock(b)} (Slurm's BeginTime)")
+                        if (b := self._begin_time(j, rows)) is not None else job
+                        for j in pending_jobs for job in view.core_jobs(j))
         finished = dict(self.table.final())
         for j in view.jobs.values():
             if j.state in FINAL:
@@ -305,7 +352,7 @@ class Controller:
             finished.update({k: v for k, v in _dependencies(j.dependency)[2].items() if k not in finished})
         deps = {d for job in pending for d in (*job.after_ok, *job.after_any)}
         finished = {k: v for k, v in finished.items() if k in deps}
-        waiting = {j.id for j in pending_jobs}
+        waiting = {j.id for j in pending}
         preempting: dict[int, list[int]] = {}
         for row in rows.values():
             if row.preempted_by in waiting and row.phase in (PREEMPTING, HELD) and row.job_id in view.jobs:
@@ -460,7 +507,7 @@ class Controller:
                     self._mismatch(job_id, f"vanished from Slurm while {row.phase}", now, report)
                     self.table.set_phase(job_id, GONE, now)
         for job_id in to_hold:
-            if self._send("hold", job_id, self.client.hold, job_id, now=now, report=report):
+            if self._send("hold", job_id, self.client.hold, _ref(view.jobs[job_id]), now=now, report=report):
                 with self.store.transaction():
                     self.table.set_phase(job_id, HELD, now)
                 report.rehold.append(job_id)
@@ -472,7 +519,7 @@ class Controller:
             if j is None:
                 continue
             if not row.signalled and j.state in ACTIVE:
-                if self._send("signal", job_id, self.client.signal, job_id, row.signal_name or "TERM",
+                if self._send("signal", job_id, self.client.signal, _ref(j), row.signal_name or "TERM",
                               now=now, report=report):
                     with self.store.transaction():
                         self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (job_id,))
@@ -485,7 +532,7 @@ class Controller:
 
     def _finish_preemption(self, j: SlurmJob, row: Row, now: float, report: CycleReport, requeued: bool) -> None:
         if not j.requeue or not j.batch:
-            if j.state not in FINAL and not self._send("cancel", j.id, self.client.cancel, j.id, now=now,
+            if j.state not in FINAL and not self._send("cancel", j.id, self.client.cancel, _ref(j), now=now,
                                                        report=report):
                 return
             with self.store.transaction():
@@ -493,10 +540,10 @@ class Controller:
                 self.table.set_phase(j.id, HELD, now)  # becomes DONE when Slurm shows it CANCELLED
             report.cancelled.append(j.id)
             return
-        if not requeued and not self._send("requeuehold", j.id, self.client.requeue_hold, j.id, now=now,
+        if not requeued and not self._send("requeuehold", j.id, self.client.requeue_hold, _ref(j), now=now,
                                            report=report):
             return
-        if not self._send("hold", j.id, self.client.hold, j.id, now=now, report=report):
+        if not self._send("hold", j.id, self.client.hold, _ref(j), now=now, report=report):
             return
         with self.store.transaction():
             self.table.event(j.id, "requeue", {"by": row.preempted_by, "restart_count": j.restart_count + 1}, now)
@@ -507,6 +554,7 @@ class Controller:
                report: CycleReport) -> None:
         # Intents first, in one transaction; then the commands; a crash in between is carried on next cycle.
         starts = [s for s in decisions.starts if view.jobs.get(s.job_id) and view.jobs[s.job_id].state == "PENDING"]
+        starts += self._split_tasks([s for s in decisions.starts if s.job_id in view.tasks], view, now, report)
         preemptions = [p for p in decisions.preemptions
                        if view.jobs.get(p.victim_id) and view.jobs[p.victim_id].state in ACTIVE
                        and (rows.get(p.victim_id) is None or rows[p.victim_id].phase != PREEMPTING)]
@@ -527,9 +575,15 @@ class Controller:
                                      grace_until=now + grace, signalled=0, reason=p.reason)
                 self.table.event(p.victim_id, "preempt", {"by": p.preemptor_id, "reason": p.reason,
                                                           "grace": grace}, now)
-            for job_id, reason in decisions.pending_reasons.items():
+            shown: set[int] = set()
+            for core_id, reason in decisions.pending_reasons.items():
+                # An unsplit array's tasks: the first one's reason (in the core's order) is the array record's.
+                job_id = view.tasks[core_id][0].id if core_id in view.tasks else core_id
+                if job_id in shown:
+                    continue
+                shown.add(job_id)
                 reason = str(reason)  # the text users see (a Reason's code leads it)
-                r = reserved.get(job_id)
+                r = reserved.get(core_id)
                 est = r.start_time if r else None
                 where = ",".join(a.node for a in r.placement) if r else ""
                 row = rows.get(job_id)
@@ -543,27 +597,61 @@ class Controller:
             self._start(view.jobs[s.job_id], [a.node for a in s.placement], now, report)
         for p in preemptions:
             victim = view.jobs[p.victim_id]
-            if self._send("signal", victim.id, self.client.signal, victim.id,
+            if self._send("signal", victim.id, self.client.signal, _ref(victim),
                           getattr(self.config.queues.get(victim.partition), "preempt_signal", "TERM"),
                           now=now, report=report):
                 with self.store.transaction():
                     self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (victim.id,))
             report.preempted.append(victim.id)
-        for job_id, reason in decisions.cancels.items():
+        for core_id, reason in decisions.cancels.items():
             reason = str(reason)
-            if self._send("cancel", job_id, self.client.cancel, job_id, now=now, report=report):
+            job_id, ref = core_id, core_id
+            if core_id in view.tasks:  # one task of an unsplit array: scancel A_I
+                meta, index = view.tasks[core_id]
+                job_id, ref = meta.id, f"{meta.id}_{index}"
+            if self._send("cancel", job_id, self.client.cancel, ref, now=now, report=report):
                 with self.store.transaction():
                     self.table.event(job_id, "cancel", {"reason": reason}, now)
                     self.table.set_phase(job_id, HELD, now, reason=reason)
                 report.cancelled.append(job_id)
 
+    def _split_tasks(self, starts: list, view: SlurmView, now: float, report: CycleReport) -> list:
+        """Split the array tasks the core starts off their array record, pinned on the core's nodes and still
+        held (`scontrol update JobId=A_I ...`: Slurm gives each its own job id), then read those ids: the
+        starts, renamed, go on as any other. Killed before the intent is written, a split task is only a held
+        pending job: the next cycle decides it anew."""
+        sent = []
+        for s in starts:
+            meta, index = view.tasks[s.job_id]
+            if self._send("split", meta.id, self.client.pin, f"{meta.id}_{index}", [a.node for a in s.placement],
+                          self.all_nodes, False, False, now=now, report=report):
+                sent.append((s, meta.id, index))
+        if not sent:
+            return []
+        try:
+            split = {(j.raw.get("array_job_id"), j.raw.get("array_task_id")): j for j in self.client.jobs()}
+        except SlurmError as e:
+            report.mismatches.append(f"squeue after splitting array tasks failed: {e}")
+            return []
+        out = []
+        for s, array_id, index in sent:
+            j = split.get((array_id, index))
+            if j is None or j.state != "PENDING":
+                with self.store.transaction():
+                    self._mismatch(array_id, f"task {array_id}_{index} not pending after its split", now, report)
+                continue
+            view.jobs[j.id] = j
+            out.append(replace(s, job_id=j.id))
+        return out
+
     def _start(self, j: SlurmJob, nodes: list[str], now: float, report: CycleReport) -> None:
-        if not self._send("pin", j.id, self.client.pin, j.id, nodes, self.all_nodes, j.restart_count > 0,
-                          now=now, report=report):
+        ref = _ref(j)
+        if not self._send("pin", j.id, self.client.pin, ref, nodes, self.all_nodes, j.restart_count > 0,
+                          ref == j.id, now=now, report=report):
             with self.store.transaction():
                 self.table.set_phase(j.id, HELD, now)
             return
-        if not self._send("release", j.id, self.client.release, j.id, now=now, report=report):
+        if not self._send("release", j.id, self.client.release, ref, now=now, report=report):
             with self.store.transaction():
                 self.table.set_phase(j.id, HELD, now)
             return
@@ -682,6 +770,9 @@ def explain_job(store: Store, client: SlurmClient, job_id: int, now: float) -> E
     if j.state != "PENDING":
         raise InvalidRequest(f"job {job_id} is {j.state}, not pending")
     snap = ctl.snapshot(view, ctl.table.rows(), None)
+    tasks = sorted(t for t, (meta, _) in view.tasks.items() if meta.id == job_id)
+    if tasks:  # an unsplit array: its first task stands for it
+        job_id = tasks[0]
     if not any(p.id == job_id for p in snap.pending):
         raise InvalidRequest(f"job {job_id} is being started by the controller")
     return explain(snap, store.config, now, job_id=job_id)

@@ -101,7 +101,23 @@ def test_fair_share_orders_before_slurms_fifo(slurm):
           what="both jobs done")  # 8-node prologs and epilogs take 10-20 s each at load ~20
     start_ids = {i: events(slurm, i, "start")[0]["id"] for i in (mine, theirs)}
     assert start_ids[theirs] < start_ids[mine], "the core should start tester's job first (fair share)"
-    assert mine < theirs  # submitted first, same queue and size: Slurm's FIFO order
+    # Slurm deciding the same pair (controller stopped, root releases both): its multifactor priority (age,
+    # partition; no fair share without slurmdbd) starts root's first. Each job notes when it started.
+    slurm.signal_controller(slurm.controller_pid, "KILL")
+    try:
+        script = "date +%s.%N > /jobs/fs-$SLURM_JOB_ID; sleep 1"
+        slurms = [sbatch(slurm, "-p", "train", "-N8", "--gres=gpu:8", "--wrap", script)]
+        r = slurm.exec(["sbatch", "--parsable", "-p", "train", "-N8", "--gres=gpu:8", "--wrap", script], timeout=30,
+                       user="tester")
+        assert r.rc == 0, r.stderr
+        slurms.append(int(r.stdout.strip()))
+        assert slurm.exec(["scontrol", "release", ",".join(map(str, slurms))], timeout=30).rc == 0
+        until(lambda: all((j := client(slurm).job(i)) and j.state == "COMPLETED" for i in slurms), timeout=120,
+              what="both control jobs done")
+    finally:
+        slurm.controller_pid = slurm.start_controller("--interval", "0.5")
+    began = {i: float((slurm.jobs_dir / f"fs-{i}").read_text()) for i in slurms}
+    assert began[slurms[0]] < began[slurms[1]], "Slurm alone starts root's job first"
 
 
 def test_a_release_job_preempts_explore_gangs_which_are_requeued_whole(slurm):
@@ -228,3 +244,21 @@ def test_controller_killed_at_random_points_every_job_runs_exactly_once(slurm):
     for i in jobs:
         starts = re.findall(rf"(?:Allocate|Started) JobId={i} ", log)
         assert len(starts) == 1, (i, re.findall(rf".*JobId={i} .*", log))
+
+
+def test_an_array_is_started_task_by_task_within_its_throttle(slurm):
+    # Slurm keeps the pending tasks in one record; the controller hands the core one Job per task and
+    # starts each by splitting it off ("scontrol update JobId=A_I ..."), so every task runs where the core put
+    # it and the %2 throttle is the core's (at most 2 at once).
+    array = sbatch(slurm, "--array=0-3%2", "-p", "train", "--gres=gpu:8", "--wrap",
+                   "echo $SLURM_ARRAY_TASK_ID >> /jobs/array-$SLURM_ARRAY_JOB_ID; sleep 3")
+    tasks = until(lambda: len(done := [j for j in client(slurm).jobs() if j.raw.get("array_job_id") == array
+                                       and j.state == "COMPLETED"]) == 4 and done, timeout=120, what="4 tasks done")
+    assert sorted(j.raw["array_task_id"] for j in tasks) == [0, 1, 2, 3]
+    assert sorted((slurm.jobs_dir / f"array-{array}").read_text().split()) == ["0", "1", "2", "3"]  # once each
+    for j in tasks:
+        assert sorted(j.nodes) == sorted(events(slurm, j.id, "start")[0]["data"]["nodes"])
+    for j in tasks:  # Slurm's start and end times: never more than 2 tasks running at once
+        assert sum(k.start_time <= j.start_time < k.end_time for k in tasks) <= 2
+    assert [e for e in Store(slurm.store_dir).events() if e["kind"] == "mismatch"
+            and e["job_id"] in {array, *(j.id for j in tasks)}] == []
