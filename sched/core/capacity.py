@@ -440,8 +440,35 @@ class Capacity:
         self._write([(_BUSY, i, None, bits) for i, bits in new.items()] + cells)
 
     def hold(self, owner: int, placement: Placement) -> None:
-        """Hold a placement's GPUs for reservation `owner`: no one else may take them."""
-        self._write([(_HOLD, i, owner, bits) for i, bits in self.resolve(placement)])
+        """Hold a placement's GPUs for reservation `owner`: no one else may take them.
+        As _write of its (_HOLD, node, owner, bits) cells, inlined: a reservation of a big
+        gang holds a cell per node, once a cycle in every replay (bench/sim_replay.py)."""
+        holds, held, owned, free_mask = self.holds, self.held, self._owned, self.free_mask
+        log = None if self._trial is None else self._trial.log
+        mine = owned.get(owner)
+        nodes = []  # those whose free GPUs change: a node whose held GPUs are all busy keeps its own
+        for i, bits in self.resolve(placement):
+            if mine is None:  # no empty entries are kept (as _write)
+                mine = owned[owner] = {}
+            owners = holds.get(i)
+            if owners is None:
+                holds[i] = {owner: bits}
+                old = None
+                held[i] = bits
+            else:
+                old = owners.get(owner)
+                owners[owner] = bits
+                union = 0
+                for b in owners.values():
+                    union |= b
+                held[i] = union
+            mine[i] = bits
+            if old is not None or free_mask[i] & bits:
+                nodes.append(i)
+            if log is not None:
+                log.append((_HOLD, i, owner, old))
+        if nodes:
+            self._sync(nodes)
 
     def release(self, owner: int) -> None:
         """Lift reservation `owner`'s hold (busy GPUs stay busy)."""
