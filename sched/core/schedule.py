@@ -81,6 +81,10 @@ class Cycle:
         self.generation = 0
         self._fitting: dict[tuple, Fitting] = {}  # Capacity.fitting_counts memo
         self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
+        # Queues whose blocked jobs may search for victims (_preempt): a search uses up one of
+        # the cycle's preemption_depth, so such a job's outcome is reused only once none is left.
+        self._may_search = {name for name, q in config.queues.items() if q.preempts or q.quota_gpus is not None}
+        self._commits = 0  # usage.commit calls so far: a per-user count may change without a generation
         # Preemption (phase 5): the victims of earlier cycles still running, per preemptor;
         # how many more jobs may search this cycle; victims and preemptors of this cycle.
         running = {r.job.id: r for r in snapshot.running}
@@ -161,9 +165,19 @@ class Cycle:
             self.decisions.pending_reasons[job.id] = reasons.priority(self.blocker)
             return
         plain = not (job.after_ok or job.after_any or job.array_id is not None or job.array_throttle is not None
-                     or job.id in self._special or job.queue in self._per_user)
+                     or job.id in self._special)
+        reuse = plain
         if plain:
             request = (job.queue, job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit, job.mig)
+            if job.queue in self._per_user:
+                # Its user's running count in the queue is its own: part of the key, with the
+                # commits that change it within a generation (a committed job counts itself out).
+                if job.id in self.usage.committed:
+                    plain = reuse = False
+                else:
+                    request += (job.user, self._commits)
+                    reuse = self._search_left <= 0 or job.queue not in self._may_search
+        if reuse:
             hit = seen.get(request)
             if hit is not None and hit[0] == self.generation:
                 if hit[1] == BORROW:
@@ -220,6 +234,7 @@ class Cycle:
             waiting = self._preempt(job)
             if waiting is not None:
                 self.usage.commit(job)  # later jobs of this cycle must not take its quota or limits
+                self._commits += 1
                 self.decisions.pending_reasons[job.id] = waiting
                 if not self.settings.backfill:
                     self.blocker = job.id
