@@ -11,6 +11,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -98,6 +99,8 @@ def test_full_disk_a_submit_fails_with_one_line_and_the_daemon_keeps_its_jobs(tm
             assert len(store.jobs()) == before  # nothing half-written: neither submit left a row
             later = adsub(state, "submit", "-D", str(tmp_path), "--", "true")
             assert later.returncode == 0, later.stderr
+            later_id = int(later.stdout.split()[-1])
+            wait_for(lambda: store.job(later_id).state == "COMPLETED", timeout=30, what="the later job completed")
         finally:
             daemon.terminate()
             daemon.wait(timeout=10)
@@ -118,3 +121,22 @@ def test_read_only_state_dir_is_one_clear_line(tmp_path):
             assert "(the state directory is on a read-only file system)" in lines[0], lines[0]
     after = Store(state)
     assert [(j.id, j.state) for j in after.jobs()] == [(1, "PENDING")]
+
+
+def test_an_exit_code_is_retried_while_the_disk_fails_but_not_once_its_directory_is_gone(tmp_path):
+    from adsched.standalone.executors import rankwrap
+
+    gone = tmp_path / "removed" / "rank-0.0.rc"
+    done = threading.Event()
+    threading.Thread(target=lambda: (rankwrap._record(str(gone), 0), done.set()), daemon=True).start()
+    assert done.wait(5), "the wrapper kept retrying for a job directory that no longer exists"
+
+    kept = tmp_path / "jobs" / "rank-0.0.rc"
+    kept.parent.mkdir()
+    blocker = tmp_path / "jobs" / "rank-0.0.rc.tmp"
+    blocker.mkdir()  # its temporary file cannot be written (IsADirectoryError), as on a failing disk: keep trying
+    written = threading.Event()
+    threading.Thread(target=lambda: (rankwrap._record(str(kept), 3), written.set()), daemon=True).start()
+    assert not written.wait(0.6)
+    blocker.rmdir()
+    assert written.wait(10) and kept.read_text() == "3"

@@ -86,6 +86,10 @@ def _record(rc_file: str, rc: int) -> None:
                 f.write(str(rc))
             os.replace(tmp, rc_file)
             return
+        except FileNotFoundError:  # the job's directory is gone (state removed): nobody will read it
+            if not os.path.isdir(os.path.dirname(rc_file) or "."):
+                return
+            time.sleep(pause)
         except OSError:  # (not reported: stderr is most likely on the same full disk)
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
