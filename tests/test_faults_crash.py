@@ -12,10 +12,8 @@ DUP. At the end: no DUP, every job ended exactly once in the state it had to, no
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 from adsched.errors import InvalidRequest
 from adsched.standalone.store import FINAL_STATES, JobRequest, Store
 
+from crashstorm import Storm, wrong_endings
 from helpers import wait_for
 from test_e2e_local import ME  # `adsched run` as root runs each job as its owner
 
@@ -153,62 +152,28 @@ def test_daemon_killed_at_random_points_loses_nothing_and_runs_nothing_twice(tmp
     state = tmp_path / "state"
     store = Store.init(state, CLUSTER)
     work = Workload(store, tmp_path, random.Random(SEED))
-    progress, stop = tmp_path / "progress.jsonl", tmp_path / "stop"
-    driver = subprocess.Popen([sys.executable, str(Path(__file__).parent / "faults_driver.py"), str(state), str(SEED),
-                               str(CRASHES), str(progress), str(stop)])
-    t0 = time.monotonic()
+    storm = Storm(tmp_path, state, SEED, CRASHES)
 
-    def crashed() -> int:
-        lines = progress.read_text().splitlines() if progress.exists() else []
-        return json.loads(lines[-1])["crashed"] if lines else 0
+    def step() -> None:
+        if len(store.jobs(states=("PENDING", "RUNNING"))) < 8:
+            work.wave()
+        work.preempt()
+        work.cancel_some()
 
-    try:
-        while crashed() < CRASHES and time.monotonic() - t0 < CRASH_SECONDS:
-            assert driver.poll() is None, "the driver stopped early"
-            if len(store.jobs(states=("PENDING", "RUNNING"))) < 8:
-                work.wave()
-            work.preempt()
-            work.cancel_some()
-            time.sleep(0.2)
-        assert crashed() >= MIN_CRASHES, f"only {crashed()} crashes in {CRASH_SECONDS:g} s"
-        stop.touch()
-        assert driver.wait(timeout=180) == 0
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    elapsed = time.monotonic() - t0
-
-    log = [line.split() for line in (tmp_path / "ranks.log").read_text().splitlines()]
-    dups = [line for line in log if line[0].startswith("DUP")]
-    jobs = {j.id: j for j in store.jobs()}
-    lives = [json.loads(line) for line in progress.read_text().splitlines()]
-    points = collections.Counter((state / "crash-points.log").read_text().split())
-    print(f"\n{sum(x['killed'] for x in lives)} crashes in {len(lives)} daemon lives "
-          f"({sum(x['cli'] for x in lives)} via `adsched run`), {elapsed:.0f} s; crash points: {dict(points)}; "
-          f"{len(jobs)} jobs checked, {sum(j.restart_count for j in jobs.values())} requeues, "
-          f"{sum(1 for x in log if x[0] == 'start')} rank starts; duplicates: {len(dups)}")
-
-    assert dups == []
-    assert set(jobs) == set(work.natural), "a job was lost or appeared from nowhere"
-    assert points["launch"] > 0 and points["commit"] > 0 and points["signal"] > 0
-
+    storm.run(step, CRASHES, CRASH_SECONDS, MIN_CRASHES)
+    got = storm.report(store)
+    log = got.log
     starts = collections.Counter((x[1], x[2], x[3]) for x in log if x[0] == "start")
+    print("\n" + got.summary(sum(starts.values())))
+
+    assert got.dups == []
+    assert set(got.jobs) == set(work.natural), "a job was lost or appeared from nowhere"
+    assert got.points["launch"] > 0 and got.points["commit"] > 0 and got.points["signal"] > 0
     assert [k for k, n in starts.items() if n > 1] == []  # no rank of one attempt started twice
-    ends = {(x[1], x[2], x[3]) for x in log if x[0] == "end"}
-    wrong = []
-    for j in jobs.values():
-        terminal = [e for e in store.events(j.id) if e["kind"] in ("end", "cancel")]
-        allowed = {"CANCELLED"} if work.cancelled.get(j.id) == "CANCELLED" else (
-            {"CANCELLED", work.natural[j.id]} if j.id in work.cancelled else {work.natural[j.id]})
-        if j.state not in allowed or len(terminal) != 1:
-            wrong.append((j.id, j.state, sorted(allowed), [e["kind"] for e in store.events(j.id)], j.reason))
-        if j.state == "COMPLETED":  # every rank of its last attempt ran to its end
-            missing = [r for r in range(j.num_nodes) if (str(j.id), str(j.restart_count), str(r)) not in ends]
-            if missing:
-                wrong.append((j.id, "COMPLETED without ranks ending", missing))
-    assert wrong == []
-    assert all(j.state in FINAL_STATES for j in jobs.values())
+    ends = {(x[1], x[2], x[3]) for x in log if x[0] == "end"}  # every rank of a COMPLETED job's last attempt
+    assert wrong_endings(store, got.jobs, work.natural, work.cancelled,
+                         lambda j, r: (str(j.id), str(j.restart_count), str(r)) in ends) == []
+    assert all(j.state in FINAL_STATES for j in got.jobs.values())
     # Nothing of this state dir is left running.
     wait_for(lambda: not _live_wrappers(state), timeout=10, what="no rank wrapper left")
 

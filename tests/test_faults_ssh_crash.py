@@ -17,14 +17,11 @@ job), every job ended once in the state it had to, and no rank wrapper is left o
 from __future__ import annotations
 
 import collections
-import json
 import os
 import random
-import subprocess
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
@@ -32,6 +29,7 @@ from adsched.errors import InvalidRequest
 from adsched.standalone.executors.local import _rank_wrappers
 from adsched.standalone.store import FINAL_STATES, JobRequest, Store
 
+from crashstorm import Storm, wrong_endings
 from helpers import wait_for
 from test_faults_crash import RANK
 from test_faults_node import HOSTS, nodes  # noqa: F401 - the fixture: three sshd nodes
@@ -76,73 +74,39 @@ def test_daemon_killed_while_ranks_run_over_ssh_runs_each_rank_once(tmp_path, no
                          workdir=str(tmp_path), **kw)
         natural[store.submit(req, time.time())] = want
 
-    progress, stop = tmp_path / "progress.jsonl", tmp_path / "stop"
-    ssh = {"addresses": HOSTS, "settings": asdict(settings)}
-    driver = subprocess.Popen([sys.executable, str(Path(__file__).parent / "faults_driver.py"), str(state), str(SEED),
-                               str(CRASHES), str(progress), str(stop), json.dumps(ssh)])
-    t0 = time.monotonic()
+    storm = Storm(tmp_path, state, SEED, CRASHES, ssh={"addresses": HOSTS, "settings": asdict(settings)})
 
-    def crashed() -> int:
-        lines = progress.read_text().splitlines() if progress.exists() else []
-        return json.loads(lines[-1])["crashed"] if lines else 0
+    def step() -> None:
+        if len(store.jobs(states=("PENDING", "RUNNING"))) < 4:
+            submit(f"ok:{rng.uniform(0.3, 1.5):.2f}", "COMPLETED", nodes=rng.choice([2, 3]), gpus_per_node=2)
+            submit(f"ok:{rng.uniform(0.3, 1.0):.2f}", "COMPLETED", gpus=1)
+            if rng.random() < 0.3:
+                submit("fail:0.5", "FAILED", nodes=2, gpus_per_node=2)
+        active = [j.id for j in store.jobs(states=("PENDING", "RUNNING"))]
+        if active and rng.random() < 0.03:
+            j = rng.choice(active)
+            try:
+                cancelled[j] = store.cancel(j, time.time())
+            except InvalidRequest:  # it ended meanwhile
+                pass
 
-    try:
-        while crashed() < CRASHES and time.monotonic() - t0 < CRASH_SECONDS:
-            assert driver.poll() is None, "the driver stopped early"
-            if len(store.jobs(states=("PENDING", "RUNNING"))) < 4:
-                submit(f"ok:{rng.uniform(0.3, 1.5):.2f}", "COMPLETED", nodes=rng.choice([2, 3]), gpus_per_node=2)
-                submit(f"ok:{rng.uniform(0.3, 1.0):.2f}", "COMPLETED", gpus=1)
-                if rng.random() < 0.3:
-                    submit("fail:0.5", "FAILED", nodes=2, gpus_per_node=2)
-            active = [j.id for j in store.jobs(states=("PENDING", "RUNNING"))]
-            if active and rng.random() < 0.03:
-                j = rng.choice(active)
-                try:
-                    cancelled[j] = store.cancel(j, time.time())
-                except InvalidRequest:  # it ended meanwhile
-                    pass
-            time.sleep(0.2)
-        assert crashed() >= MIN_CRASHES, f"only {crashed()} crashes in {CRASH_SECONDS:g} s"
-        stop.touch()
-        assert driver.wait(timeout=180) == 0
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
-    elapsed = time.monotonic() - t0
+    storm.run(step, CRASHES, CRASH_SECONDS, MIN_CRASHES)
+    got = storm.report(store)
+    starts = collections.Counter((x[1], x[3]) for x in got.log if x[0] == "start")  # (job, rank), any attempt
+    print("\nover SSH: " + got.summary(sum(starts.values())))
 
-    log = [line.split() for line in (tmp_path / "ranks.log").read_text().splitlines()]
-    dups = [line for line in log if line[0].startswith("DUP")]
-    jobs = {j.id: j for j in store.jobs()}
-    lives = [json.loads(line) for line in progress.read_text().splitlines()]
-    points = collections.Counter((state / "crash-points.log").read_text().split())
-    starts = collections.Counter((x[1], x[3]) for x in log if x[0] == "start")  # (job, rank), any attempt
-    print(f"\nover SSH: {sum(x['killed'] for x in lives)} crashes in {len(lives)} daemon lives "
-          f"({sum(x['cli'] for x in lives)} via `adsched run`), {elapsed:.0f} s; crash points: {dict(points)}; "
-          f"{len(jobs)} jobs checked, {sum(j.restart_count for j in jobs.values())} requeues, "
-          f"{sum(starts.values())} rank starts; duplicates: {len(dups)}")
-
-    assert dups == []
-    assert set(jobs) == set(natural), "a job was lost or appeared from nowhere"
+    assert got.dups == []
+    assert set(got.jobs) == set(natural), "a job was lost or appeared from nowhere"
+    points = got.points
     assert points["launch-sent"] > 0 and points["launch"] > 0 and points["commit"] > 0 and points["timer"] > 0
     assert [k for k, n in starts.items() if n > 1] == []  # each rank of each job ran once
-    assert all(j.restart_count == 0 for j in jobs.values())  # no node was lost: nothing had to run again
-    ends = {(x[1], x[3]) for x in log if x[0] == "end"}
-    wrong = []
-    for j in jobs.values():
-        terminal = [e for e in store.events(j.id) if e["kind"] in ("end", "cancel")]
-        allowed = {"CANCELLED"} if cancelled.get(j.id) == "CANCELLED" else (
-            {"CANCELLED", natural[j.id]} if j.id in cancelled else {natural[j.id]})
-        if j.state not in allowed or len(terminal) != 1:
-            wrong.append((j.id, j.state, sorted(allowed), [e["kind"] for e in store.events(j.id)], j.reason))
-        if j.state == "COMPLETED":
-            missing = [r for r in range(j.num_nodes) if (str(j.id), str(r)) not in ends]
-            if missing:
-                wrong.append((j.id, "COMPLETED without ranks ending", missing))
-            if sorted(r for (job, r) in starts if job == str(j.id)) != [str(r) for r in range(j.num_nodes)]:
-                wrong.append((j.id, "COMPLETED without each rank started once"))
-    assert wrong == []
-    assert all(j.state in FINAL_STATES for j in jobs.values())
+    assert all(j.restart_count == 0 for j in got.jobs.values())  # no node was lost: nothing had to run again
+    ends = {(x[1], x[3]) for x in got.log if x[0] == "end"}
+    assert wrong_endings(store, got.jobs, natural, cancelled, lambda j, r: (str(j.id), str(r)) in ends) == []
+    never_once = [j.id for j in got.jobs.values() if j.state == "COMPLETED"
+                  and sorted(r for (job, r) in starts if job == str(j.id)) != [str(r) for r in range(j.num_nodes)]]
+    assert never_once == [], "COMPLETED without each rank started once"
+    assert all(j.state in FINAL_STATES for j in got.jobs.values())
     # The nodes are this host's loopback addresses: nothing of this state dir is left running on them.
     wait_for(lambda: not [rc for rc in _rank_wrappers() if rc.startswith(str(state))], timeout=10,
              what="no rank wrapper left")
