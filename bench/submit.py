@@ -10,7 +10,8 @@ Prints, each as the median over --repeat runs of the whole process (fork, exec, 
 With --sbatch, also Slurm's `sbatch -p debug --gres=gpu:1 --wrap true` (the same job), timed the same way
 by Python inside the controller container of a Slurm mini-cluster (adsched.testbed, mini8.toml) brought up
 for this run and taken down after it: docker exec's own overhead is not in the figure.
-The adsub used is the one on PATH (this tree's after `pip install -e .`). Figures are printed,
+The adsub timed is the script pip installed for this interpreter (sysconfig's scripts directory;
+else the one on PATH): a version manager's shim in front of it is not adsub's cost. Figures are printed,
 never asserted: this machine is shared, so runs vary; the load average is printed beside them.
 """
 
@@ -24,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +66,20 @@ def wall(cmd: list[str], env: dict, repeat: int) -> list[float]:
         if done.returncode != 0:
             sys.exit(f"{' '.join(cmd[:3])} failed: {done.stderr.strip()}")
     return times
+
+
+def console_script(name: str) -> str:
+    """The command as pip installed it for this interpreter (sysconfig's scripts directory), else
+    the one on PATH. A version manager's shim on PATH (pyenv's is a bash script that runs
+    `pyenv exec`, ~60 ms here) is not part of adsub: time the script it would end up running."""
+    installed = Path(sysconfig.get_path("scripts")) / name
+    found = str(installed) if installed.is_file() else shutil.which(name)
+    if not found:
+        sys.exit(f"{name} not installed for {sys.executable} nor on PATH (pip install . first)")
+    on_path = shutil.which(name)
+    if on_path and Path(on_path).resolve() != Path(found).resolve():
+        print(f"note: {name} on PATH is {on_path}; timing the installed script {found}", file=sys.stderr)
+    return found
 
 
 def cpu_since(mark: int) -> float:
@@ -119,9 +135,7 @@ def main() -> None:
     ap.add_argument("--sbatch", action="store_true",
                     help="Also time sbatch in a Slurm mini-cluster brought up for this run (needs the test bed).")
     args = ap.parse_args()
-    adsub, adsched = shutil.which("adsub"), shutil.which("adsched")
-    if not adsub or not adsched:
-        sys.exit("adsub/adsched not on PATH (pip install -e . in a venv, then put its bin on PATH)")
+    adsub, adsched = console_script("adsub"), console_script("adsched")
     env = dict(os.environ)
     env.pop("ADSCHED_STATE", None)
     # As after `pip install` (which compiles bytecode): let the children cache theirs, and warm it.
