@@ -13,7 +13,7 @@ from adsched.core.memo import Memo
 from adsched.core.schedule import schedule
 from adsched.sim import engine
 from adsched.sim.traces import SimJob
-from builders import cluster, with_settings
+from builders import cluster, job, snapshot, with_settings
 from test_properties import QUEUES, random_job
 
 
@@ -87,3 +87,31 @@ def test_schedule_keeps_nothing_outside_the_memo():
     assert set(vars(cfg)) == config_attrs  # nothing stashed on the config
     assert _core_state() == modules  # no module-level cache grew
     assert memo._layouts  # ... while the memo did remember (this test could see it)
+
+
+def _running(job_id: int, *nodes: str, gpus: int = 8):
+    return job(job_id).gpus(gpus).running_on(*nodes, start=0.0)
+
+
+# One Memo through cycles whose running sets differ by a job or two, as a daemon's do: ended,
+# started, back again (the same object, as the shells keep it) or restarted elsewhere (the same
+# id on other GPUs). The 4-node gang is blocked every time; its reason counts the nodes free in
+# this snapshot, so an answer remembered from another snapshot (busy GPUs, free counts, a
+# "not enough nodes" reason) shows.
+A, B, C = _running(11, "n01"), _running(12, "n02"), _running(13, "n01", "n02", "n03")
+A_ELSEWHERE, HALF = _running(11, "n04"), _running(14, "n03", gpus=4)
+MEMO_SEQUENCE = [  # (running, want free nodes for the gang)
+    ((A,), 3), ((A, B), 2), ((B,), 3), ((A, B), 2), ((C,), 1), ((A,), 3), ((A_ELSEWHERE,), 3),
+    ((A_ELSEWHERE, B, HALF), 1), ((B, HALF), 2), ((A, B), 2), ((A,), 3),
+]
+
+
+def test_a_warm_memo_counts_each_snapshots_own_free_nodes():
+    cfg = cluster(leaves=2, nodes_per_leaf=2, gpus=8, spines=1)
+    gang, small = job(1).nodes(4).build(), job(2).gpus(4).limit(60).build()
+    memo = Memo()
+    for k, (running, want_have) in enumerate(MEMO_SEQUENCE):
+        snap = snapshot(pending=[gang, small], running=running)
+        warm, cold = schedule(snap, cfg, 100.0 + k, memo), schedule(snap, cfg, 100.0 + k)
+        assert _canonical(warm) == _canonical(cold), f"cycle {k}"
+        assert warm.pending_reasons[1].have == want_have, f"cycle {k}: {warm.pending_reasons[1]}"

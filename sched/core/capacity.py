@@ -76,6 +76,8 @@ class _Layout:
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
         # placements repeat the same few, and building a frozen NodeAlloc is not cheap.
         self.picks: dict[tuple[int, int, int], tuple[int, NodeAlloc] | None] = {}
+        # (nodes, GPUs per node, nodes that have them) -> place.NoFit: "not enough nodes" answers.
+        self.no_fits: dict[tuple[int, int, int], object] = {}
         # GPU index tuple -> bit mask; placements repeat the same few tuples ((0..7) above all).
         self.masks: dict[tuple[int, ...], int] = {}
         # The counters of an idle cluster with every node up: most cycles start from a copy.

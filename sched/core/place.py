@@ -47,7 +47,7 @@ def find_placement(
     else:
         have = what_if.have
     if have < num_nodes:
-        return _no_resources(num_nodes, gpus, have)
+        return _no_resources(cap, num_nodes, gpus, have)
     if not pick and (max_leaves is None or num_nodes == 1):
         return True  # first fit, one node or an unlimited gang always place
     if topology_aware and num_nodes > 1:  # the leaves come from the per-leaf counts alone
@@ -77,8 +77,16 @@ def find_placement(
     return _place_one(cap, gpus)
 
 
-def _no_resources(num_nodes: int, gpus: int, have: int) -> NoFit:
-    return NoFit(reasons.resources(num_nodes, gpus, have))
+def _no_resources(cap: Capacity, num_nodes: int, gpus: int, have: int) -> NoFit:
+    # The commonest answer of all (a blocked queue's every job, every cycle), from a few
+    # (need, have) pairs: each NoFit (immutable) is made once per layout.
+    key = (num_nodes, gpus, have)
+    found = cap.layout.no_fits.get(key)
+    if found is None:
+        if len(cap.layout.no_fits) >= 65_536:  # bounded, whatever sizes a long-lived daemon meets
+            cap.layout.no_fits.clear()
+        found = cap.layout.no_fits[key] = NoFit(reasons.resources(num_nodes, gpus, have))
+    return found
 
 
 def _no_topology(cap: Capacity, counts: list[int], num_nodes: int, max_leaves: int) -> NoFit:
