@@ -68,7 +68,7 @@ class SlurmBackend:
     def __init__(self, store: Store | None, client: SlurmClient, public: tuple[str, object] | None = None):
         """`store`: the cluster config, and the events the hooks and the controller write. None for a user who
         may not read it: then `public` (publicconfig.read_public_config) gives the config, and what the store
-        would add (the controller's pending reasons, the hooks' events) is left out."""
+        would add (the hooks' events) is left out; the controller's pending reasons come from Slurm."""
         self.store = store
         self.public_toml, self.config = public if store is None else (None, store.config)
         self.client = client
@@ -90,10 +90,13 @@ class SlurmBackend:
         )
         return self.client.submit(spec)
 
-    def _core_reasons(self) -> dict[int, tuple[str, float | None]]:
-        """The controller's pending reasons (controller mode; empty otherwise)."""
+    def _core_reasons(self, jobs: list[SlurmJob]) -> dict[int, tuple[str, float | None]]:
+        """The controller's pending reasons (controller mode; empty otherwise): from the store, or, for a user
+        who cannot read it, as the controller published them in Slurm (the jobs' AdminComment)."""
         if self.store is None:
-            return {}
+            from adsched.slurm.published import reasons
+
+            return reasons(jobs)
         from adsched.slurm.controller import pending_reasons
 
         return pending_reasons(self.store)
@@ -112,8 +115,8 @@ class SlurmBackend:
 
     def jobs(self, states=None, user=None, queue=None) -> list[JobRecord]:
         out = []
-        reasons = self._core_reasons()
         slurm_jobs = self.client.jobs()
+        reasons = self._core_reasons(slurm_jobs)
         failures = self._prolog_failures(slurm_jobs)
         for j in slurm_jobs:
             rec = _record(j, reasons, failures)
@@ -130,7 +133,7 @@ class SlurmBackend:
         j = self.client.job(job_id)
         if j is None:
             raise NotFound(f"no job {job_id} in Slurm (finished jobs leave squeue after MinJobAge)")
-        return _record(j, self._core_reasons(), self._prolog_failures([j]))
+        return _record(j, self._core_reasons([j]), self._prolog_failures([j]))
 
     def explain(self, job_id: int, now: float):
         """The core's explanation of a pending job, on Slurm's state now (controller mode)."""
@@ -139,7 +142,7 @@ class SlurmBackend:
         # Without the store: the core on Slurm's state alone, in a throw-away store (no fair-share usage, no
         # controller bookkeeping), so an estimate; an admin's `adsub explain` has both.
         store = self.store or Store.init(self.config.name, self.public_toml, memory=True)
-        return explain_job(store, self.client, job_id, now)
+        return explain_job(store, self.client, job_id, now, use_published=self.store is None)
 
     def cancel(self, job_id: int, now: float, by=None) -> str:
         # Slurm checks who may cancel: scancel runs as the calling user.

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from adsched.backend import SlurmBackend
 from adsched.core.hostlist import compress, expand
-from adsched.slurm.client import SlurmClient
+from adsched.slurm.client import SlurmClient, SlurmJob
 from adsched.slurm.controller import Controller, CycleReport, controller_status
+from adsched.slurm.published import Published
+from adsched.slurm.published import reasons as published_reasons
 from adsched.standalone.store import Store
 
 MINI8 = Path(__file__).resolve().parent / "clusters" / "mini8.toml"
@@ -30,6 +33,7 @@ class FakeSlurm:
         self.nodes = {f"node{i}": {"name": f"node{i}", "state": "idle", "state_flags": [], "gres": "gpu:8",
                                    "gres_used": "gpu:0", "reason": ""} for i in range(1, 9)}
         self.sent: list[list[str]] = []
+        self.batches: list[list[str]] = []  # scontrol's stdin lines, one list per `scontrol` run (published reasons)
         self.kill_before: str | None = None  # raise Killed before the first command starting with this
         self.autostart = True  # a released job starts on its pinned nodes at the next tick
         self.next_id = 1
@@ -49,7 +53,7 @@ class FakeSlurm:
             "time_limit": minutes, "submit_time": 1000 + job_id, "start_time": 0, "end_time": 0,
             "comment": f"adsched:queue={partition};tier=1;max_leaves=", "restart_cnt": 0, "exit_code": 0,
             "priority": 0, "dependency": "", "requeue": requeue, "batch_flag": True, "eligible_time": 0,
-            "required_nodes": "",
+            "required_nodes": "", "admin_comment": "",
         }
         return job_id
 
@@ -67,6 +71,19 @@ class FakeSlurm:
         return next((j for j in self.jobs.values() if j.get("array_job_id") == array_id
                      and j.get("array_task_id") == index), None)
 
+    def _script(self, stdin: str):
+        lines = stdin.splitlines()
+        self.batches.append(lines)
+        errors = []
+        for line in lines:
+            fields = dict(a.split("=", 1) for a in line.split(" ", 3)[1:3])
+            job_id = int(fields["JobId"])
+            if job_id not in self.jobs:
+                errors.append(f" Invalid job id specified for job {job_id}")
+                continue
+            self.jobs[job_id]["admin_comment"] = line.split("AdminComment=", 1)[1]
+        return (1 if errors else 0), "scontrol: " * (len(lines) + 1), "\n".join(errors)
+
     def run(self, argv, stdin, timeout):
         if self.kill_before and " ".join(argv).startswith(self.kill_before):
             self.kill_before = None
@@ -75,6 +92,8 @@ class FakeSlurm:
             return 0, json.dumps({"jobs": list(self.jobs.values()), "errors": []}), ""
         if argv[0] == "sinfo":
             return 0, json.dumps({"nodes": list(self.nodes.values()), "errors": []}), ""
+        if argv == ["scontrol"]:  # commands on stdin, one a line; 22.05 keeps a quoted value's quotes
+            return self._script(stdin)
         self.sent.append(list(argv))
         if argv[:2] == ["scontrol", "update"]:
             fields = dict(a.split("=", 1) for a in argv[2:])
@@ -85,7 +104,10 @@ class FakeSlurm:
                 meta["tasks"].remove(index)
                 throttle = meta["array_max_tasks"]
                 meta["array_task_string"] = ",".join(map(str, meta["tasks"])) + (f"%{throttle}" if throttle else "")
-                new_id, self.next_id = self.next_id, self.next_id + 1
+                if meta["tasks"]:
+                    new_id, self.next_id = self.next_id, self.next_id + 1
+                else:  # the last task takes over the array's record and id, as in Slurm
+                    new_id = array_id
                 self.jobs[new_id] = {**meta, "job_id": new_id, "array_task_id": index, "array_task_string": ""}
                 fields["JobId"] = str(new_id)
             j = self._task(fields["JobId"]) or self.jobs[int(fields["JobId"])]
@@ -306,3 +328,210 @@ def test_an_unsplit_array_reaches_the_core_task_by_task_and_each_start_splits_on
     again = ctl.cycle()
     assert len(again.started) == 1 and slurm.jobs[again.started[0]]["array_task_id"] == 2
     assert [e for e in Store(state).events() if e["kind"] == "mismatch"] == []
+
+
+# --- a dependency on a whole array (afterok:A shows in squeue as "afterok:A_*(unfulfilled)") --------------------
+
+def _array_task_ids(array_id, indexes):
+    from adsched.slurm.controller import task_id
+
+    return tuple(task_id(array_id, i) for i in indexes)
+
+
+@pytest.mark.parametrize("name,dependency,split,ended,forgotten,want_after_ok,want_after_any,want_finished", [
+    ("an unsplit array: each of its tasks", "afterok:{A}_*(unfulfilled)", {}, {}, (),
+     "tasks 0 1 2", "", {}),
+    ("task 0 split off and running, 1-2 still in the record", "afterok:{A}_*(unfulfilled)", {0: "RUNNING"}, {}, (),
+     "split 0, tasks 1 2", "", {}),
+    ("every task ended, one failed: the core sees each task's final state", "afterok:{A}_*(unfulfilled)",
+     {0: "COMPLETED", 1: "FAILED", 2: "COMPLETED"}, {}, (), "split 0 1 2", "",
+     {0: "COMPLETED", 1: "FAILED", 2: "COMPLETED"}),
+    ("a task squeue forgot (MinJobAge) still counts, from the store", "afterany:{A}_*(unfulfilled)",
+     {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}, {}, (1,), "", "split 0 1 2",
+     {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}),
+    ("one task by its index", "afterany:{A}_1(unfulfilled)", {1: "RUNNING"}, {}, (), "", "split 1", {}),
+    ("Slurm's own verdict: the array failed", "afterok:{A}_*(failed)", {}, {}, (),
+     "tasks 0 1 2, array", "", {"array": "FAILED"}),
+    ("a plain job, as before", "afterok:{P}(unfulfilled)", {}, {}, (), "plain", "", {}),
+])
+def test_a_dependency_on_a_whole_array_reaches_the_core_as_its_tasks(slurm, state, name, dependency, split, ended,
+                                                                     forgotten, want_after_ok, want_after_any,
+                                                                     want_finished):
+    plain = slurm.submit(nodes=1)
+    array = slurm.submit(nodes=1, array="0,1,2")
+    split_ids = {}
+    for index, job_state in split.items():  # tasks Slurm split off the record (started, maybe ended)
+        meta = slurm.jobs[array]
+        meta["tasks"].remove(index)
+        meta["array_task_string"] = ",".join(map(str, meta["tasks"]))
+        split_ids[index], slurm.next_id = slurm.next_id, slurm.next_id + 1
+        slurm.jobs[split_ids[index]] = {**meta, "job_id": split_ids[index], "array_task_id": index,
+                                        "array_task_string": "", "job_state": job_state, "priority": 1000,
+                                        "nodes": f"node{index + 1}"}
+    if not slurm.jobs[array]["tasks"]:
+        del slurm.jobs[array]  # every task split off (Slurm reuses the record's id for the last one; not needed here)
+    child = slurm.submit(nodes=1)
+    slurm.jobs[child]["dependency"] = dependency.format(A=array, P=plain)
+    ctl = controller(state, slurm)
+    if forgotten:  # seen ended once (recorded in the store), then gone from squeue
+        ctl._reconcile(ctl.read(), ctl.table.rows(), 2000.0, CycleReport(2000.0))
+        for index in forgotten:
+            del slurm.jobs[split_ids[index]]
+    snap = ctl.snapshot(ctl.read(), ctl.table.rows(), None)
+    job = next(j for j in snap.pending if j.id == child)
+
+    def ids(text):
+        out = []
+        for part in text.replace(",", " ").split():
+            if part in ("tasks", "split"):
+                kind = part
+            elif part == "array":
+                out.append(array)
+            elif part == "plain":
+                out.append(plain)
+            elif kind == "tasks":
+                out += _array_task_ids(array, [int(part)])
+            else:
+                out.append(split_ids[int(part)])
+        return tuple(out)
+
+    assert job.after_ok == ids(want_after_ok), name
+    assert job.after_any == ids(want_after_any), name
+    names = {"array": array, **{i: split_ids.get(i) for i in range(3)}}
+    assert snap.finished == {names[k]: v for k, v in want_finished.items()}, name
+
+
+def _finish(slurm, job_id, job_state):
+    slurm.jobs[job_id].update(job_state=job_state, nodes="", exit_code=0 if job_state == "COMPLETED" else 1)
+
+
+@pytest.mark.parametrize("name,task_states,want_child", [
+    ("every task completed: then the dependent starts", ["COMPLETED"] * 3, "started"),
+    ("one task failed: the dependent is cancelled, never started", ["COMPLETED", "FAILED", "COMPLETED"],
+     "cancelled"),
+])
+def test_afterok_on_a_whole_array_waits_for_every_task(slurm, state, name, task_states, want_child):
+    array = slurm.submit(nodes=1, array="0,1,2")
+    child = slurm.submit(nodes=1)
+    slurm.jobs[child]["dependency"] = f"afterok:{array}_*(unfulfilled)"
+    ctl = controller(state, slurm)
+    report = ctl.cycle()
+    # The task that took over the array's record (and id A) ends first: the others still run.
+    tasks = sorted(report.started, key=lambda i: (i != array, i))
+    assert len(tasks) == 3 and child not in report.started and tasks[0] == array, name
+    slurm.tick()
+    outcome = []  # what became of the dependent after each task ended, one task at a time
+    for task, job_state in zip(tasks, task_states):
+        _finish(slurm, task, job_state)
+        report = ctl.cycle()
+        outcome.append("started" if child in report.started else "cancelled" if child in report.cancelled else "")
+        assert report.mismatches == [], name
+    if want_child == "started":
+        assert outcome == ["", "", "started"], name
+    else:  # the core cancels as soon as one parent failed (the others need not end first)
+        failed = task_states.index("FAILED")
+        assert outcome == [""] * failed + ["cancelled"] + [""] * (2 - failed), name
+        assert "start" not in kinds(state, child)
+        assert Store(state).events(child)[-1]["data"]["reason"] == \
+            f"DependencyNeverSatisfied: job {tasks[failed]} FAILED", name
+
+
+def test_a_reason_names_an_unsplit_task_as_slurm_does():
+    from adsched.slurm.controller import shown_text, task_id
+
+    assert shown_text(f"Dependency: waiting for jobs 7, {task_id(12, 3)}") == "Dependency: waiting for jobs 7, 12_3"
+
+
+# --- the core's reasons published in Slurm (AdminComment) for users who cannot read the store -------------------
+
+@pytest.mark.parametrize("name,published,want_text", [
+    ("a reason alone", Published("Priority: waiting behind job 7"), "adsched: Priority: waiting behind job 7"),
+    ("with an estimated start and nodes", Published("Reservation: would delay job 12", 1733220000.7,
+                                                    ("node1", "node2", "node3")),
+     "adsched est=1733220000 on=node[1-3]: Reservation: would delay job 12"),
+    ("a double quote or newline would break scontrol's line", Published('Resources: "x"\nnext'),
+     "adsched: Resources: 'x' next"),
+])
+def test_published_text_round_trips_as_scontrol_leaves_it(name, published, want_text):
+    from adsched.slurm.published import decode, encode
+
+    text = encode(published)
+    assert text == want_text, name
+    for stored in (text, f'"{text}"'):  # scontrol's stdin parser keeps the quotes (22.05); argv does not
+        back = decode(stored)
+        assert (back.reason, back.est_nodes) == (text.split(": ", 1)[1], published.est_nodes), name
+        assert back.est_start == (None if published.est_start is None else int(published.est_start)), name
+
+
+@pytest.mark.parametrize("name,wanted,in_slurm,sent,want_sent", [
+    ("new reason: sent", Published("Resources: x"), "", None, True),
+    ("the same reason shown: nothing sent", Published("Resources: x"), '"adsched: Resources: x"', None, False),
+    ("another reason: sent", Published("Priority: y"), '"adsched: Resources: x"', None, True),
+    ("estimated start 59 s later: not worth an update", Published("R: z", 1059.0), '"adsched est=1000: R: z"', None,
+     False),
+    ("estimated start 60 s later: sent", Published("R: z", 1060.0), '"adsched est=1000: R: z"', None, True),
+    ("other estimated nodes: sent", Published("R: z", 1000.0, ("node2",)), '"adsched est=1000 on=node1: R: z"', None,
+     True),
+    ("an admin's own AdminComment: never overwritten", Published("Resources: x"), "ticket 4711", None, False),
+    ("squeue gives no such field: the store's record stands for it", Published("Resources: x"), None,
+     "adsched: Resources: x", False),
+    ("no such field and nothing recorded: sent", Published("Resources: x"), None, None, True),
+])
+def test_a_reason_is_sent_only_when_it_changes(name, wanted, in_slurm, sent, want_sent):
+    from adsched.slurm.published import updates
+
+    shown = {} if in_slurm is None else {5: in_slurm}
+    out = updates({5: wanted}, shown, {} if sent is None else {5: sent})
+    assert (5 in out) == want_sent, name
+
+
+def test_held_jobs_get_the_cores_reason_in_slurm_once_and_one_scontrol_for_all(slurm, state):
+    clock = Clock()
+    ctl = controller(state, slurm, clock)
+    blocker = slurm.submit(nodes=8, minutes=10)
+    ctl.cycle()
+    slurm.tick()
+    waiting = [slurm.submit(nodes=2) for _ in range(3)]
+    noted = slurm.submit(nodes=1)
+    slurm.jobs[noted]["admin_comment"] = "ticket 4711"  # an admin's own note
+    slurm.jobs[noted]["comment"] = "my own --comment"
+    ctl.cycle()
+    assert len(slurm.batches) == 1 and len(slurm.batches[0]) == 3  # one scontrol, one line per held job
+    stored = dict(Store(state).conn.execute("SELECT job_id, reason FROM slurm_ctl WHERE reason != ''").fetchall())
+    seen = published_reasons([SlurmJob.from_json(j) for j in slurm.jobs.values()])
+    assert {i: seen[i][0] for i in waiting} == {i: stored[i] for i in waiting}
+    assert all(seen[i][0].startswith("Resources: ") for i in waiting), seen
+    assert slurm.jobs[noted]["admin_comment"] == "ticket 4711" and slurm.jobs[noted]["comment"] == "my own --comment"
+    assert noted not in seen and blocker not in seen
+    clock.t += 5
+    ctl.cycle()
+    assert len(slurm.batches) == 1  # nothing changed: nothing sent
+    _finish(slurm, blocker, "COMPLETED")
+    report = ctl.cycle()
+    assert set(report.started) == set(waiting) | {noted}
+    seen = published_reasons([SlurmJob.from_json(j) for j in slurm.jobs.values()])
+    assert seen == {}  # released: Slurm's own reason is the true one now, the old AdminComment is ignored
+    assert Store(state).conn.execute("SELECT COUNT(*) FROM slurm_published").fetchone()[0] == 3
+    slurm.tick()
+    ctl.cycle()
+    assert Store(state).conn.execute("SELECT COUNT(*) FROM slurm_published").fetchone()[0] == 0  # forgotten
+
+
+def test_a_user_without_the_store_sees_the_cores_reason_not_slurms_hold(slurm, state):
+    ctl = controller(state, slurm)
+    blocker = slurm.submit(nodes=8, minutes=10)
+    ctl.cycle()
+    slurm.tick()
+    job = slurm.submit(nodes=2)
+    ctl.cycle()
+    config = Store(state).config
+    user = SlurmBackend(None, SlurmClient(slurm.run), public=(MINI8.read_text(), config))
+    admin = SlurmBackend(Store(state), SlurmClient(slurm.run))
+    assert slurm.jobs[job]["state_reason"] == "JobHeldUser"
+    for who, backend in (("user", user), ("admin", admin)):
+        listed = {r.id: r.reason for r in backend.jobs()}
+        assert listed[job].startswith("Resources: needs 2 nodes"), (who, listed)
+        assert backend.job(job).reason == listed[job], who
+        assert blocker in listed and listed[blocker] == "", who
+    why = user.explain(job, 2000.0)
+    assert (why.state, why.reason) == ("pending", {r.id: r.reason for r in admin.jobs()}[job])

@@ -316,5 +316,20 @@ class SlurmClient:
         """The signal to the batch shell, its children and every step."""
         self._run(["scancel", f"--signal={signal_name}", "--full", _job_ref(job_id)])
 
+    def set_admin_comments(self, texts: dict[int, str]) -> list[str]:
+        """Set many jobs' AdminComment with one scontrol, which reads `update JobId=N AdminComment="..."` lines
+        from stdin and carries on past a failed one. The error lines ([] when every update took)."""
+        if not texts:
+            return []
+        lines = []
+        for job_id, text in texts.items():
+            if '"' in text or "\n" in text:
+                raise InvalidRequest(f"an AdminComment may not hold a double quote or newline: {text!r}")
+            lines.append(f'update JobId={_job_ref(job_id)} AdminComment="{text}"\n')
+        rc, _, err = self.runner(["scontrol"], "".join(lines), self.timeout)
+        if rc == 0:
+            return []
+        return [line.strip() for line in err.splitlines() if line.strip()] or [f"scontrol: exit {rc}"]
+
     def requeue_hold(self, job_id: int | str) -> None:
         self._run(["scontrol", "requeuehold", _job_ref(job_id)])

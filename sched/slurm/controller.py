@@ -13,7 +13,9 @@ job starts, when and on which nodes, and which jobs are preempted:
                     `scontrol requeuehold` + `scontrol hold` (admin hold), or `scancel` for a
                     job that may not be requeued; Slurm counts the restart;
       cancel     -> `scancel` (a failed afterok dependency);
-      reasons    -> stored in the adsched store, shown by `adsub queue` / `adsub explain`;
+      reasons    -> stored in the adsched store, and published in each held job's AdminComment
+                    (published.py) for the users who cannot read the store; `adsub queue` / `show` /
+                    `explain` show them;
   - reservations need nothing on Slurm's side: nothing starts without a release, so a later
     job only starts where the core let it backfill.
 
@@ -46,6 +48,7 @@ from adsched.errors import AdschedError, InvalidRequest, NotFound
 from adsched.jobspec import parse_array
 from adsched.standalone.store import Store
 
+from . import published
 from .client import SlurmClient, SlurmError, SlurmJob, SlurmNode
 
 # Slurm states: a job in one of these holds its nodes; one in FINAL has ended.
@@ -77,7 +80,10 @@ CREATE TABLE IF NOT EXISTS slurm_ctl (
 CREATE TABLE IF NOT EXISTS slurm_final (
     job_id INTEGER PRIMARY KEY, state TEXT NOT NULL, exit_code INTEGER, end_time REAL, restarts INTEGER
 );
-"""
+CREATE TABLE IF NOT EXISTS slurm_task (
+    job_id INTEGER PRIMARY KEY, array_id INTEGER NOT NULL, task_index INTEGER NOT NULL
+);
+""" + published.SCHEMA
 
 MISMATCH, COMMAND_FAILED = "mismatch", "command_failed"
 # Between cycles (Controller._wait): how often the store is checked for new events, and how soon the next
@@ -119,6 +125,7 @@ class CycleReport:
     cancelled: list[int] = field(default_factory=list)
     ended: dict[int, str] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    published: list[int] = field(default_factory=list)  # jobs whose reason was written into Slurm
     pending: int = 0
     running: int = 0
     completing: int = 0  # jobs ending in Slurm (their nodes free up in a moment)
@@ -126,7 +133,8 @@ class CycleReport:
     def summary(self) -> str:
         parts = [f"{k} {','.join(map(str, v))}" for k, v in (
             ("started", self.started), ("preempted", self.preempted), ("requeued", self.requeued),
-            ("held again", self.rehold), ("cancelled", self.cancelled), ("ended", list(self.ended)))
+            ("held again", self.rehold), ("cancelled", self.cancelled), ("ended", list(self.ended)),
+            ("reasons published", self.published))
             if v]
         parts += self.mismatches
         return (f"cycle {self.cost * 1000:.0f} ms (decide {self.decide * 1000:.1f} ms): "
@@ -172,6 +180,10 @@ class ControlTable:
     def final(self) -> dict[int, str]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT job_id, state FROM slurm_final")}
 
+    def ended_tasks(self) -> dict[tuple[int, int], int]:
+        """{(array id, task index): job id} of the array tasks seen ending (squeue forgets them after MinJobAge)."""
+        return {(r[1], r[2]): r[0] for r in self.conn.execute("SELECT job_id, array_id, task_index FROM slurm_task")}
+
     def event(self, job_id: int | None, kind: str, data: dict, now: float) -> None:
         self.store._event(job_id, kind, data, now)
 
@@ -186,19 +198,34 @@ def _max_leaves(comment: str) -> int | None:
 
 
 _DEP = re.compile(r"(afterok|afterany|afternotok|after|singleton)(?::([\d:_*]+))?(?:\((\w+)\))?")
+_DEP_REF = re.compile(r"(\d+)(?:_(\d+|\*))?")
 
 
-def _dependencies(text: str) -> tuple[tuple[int, ...], tuple[int, ...], dict[int, str]]:
-    """after_ok ids, after_any ids and what Slurm already knows of them ({id: "FAILED"} for a failed one)."""
+def _whole(job_id: int, index: int | str | None) -> tuple[int, ...]:
+    return (job_id,)
+
+
+def _dependencies(text: str, resolve: Callable[[int, int | str | None], tuple[int, ...]] = _whole
+                  ) -> tuple[tuple[int, ...], tuple[int, ...], dict[int, str]]:
+    """after_ok ids, after_any ids and what Slurm already knows of them ({id: "FAILED"} for a failed one).
+    Slurm names a dependency N, A_I (task I of array A) or A_* (every task of array A: `afterok:A` on an
+    array); `resolve(N or A, None or I or "*")` gives the core's job ids for it (SlurmView.dependency_ids)."""
     ok: list[int] = []
     anyof: list[int] = []
     known: dict[int, str] = {}
     for kind, ids, state in _DEP.findall(text or ""):
-        numbers = [int(x.split("_")[0]) for x in (ids or "").split(":") if x and x.split("_")[0].isdigit()]
+        numbers = []
+        for ref in (ids or "").split(":"):
+            m = _DEP_REF.fullmatch(ref)
+            if m:
+                index = m.group(2)
+                numbers += resolve(int(m.group(1)), int(index) if index and index.isdigit() else index)
         if kind == "afterok":
+            if state == "failed":  # Slurm's own verdict on the array or job as a whole
+                whole = [int(m.group(1)) for ref in ids.split(":") if (m := _DEP_REF.fullmatch(ref))]
+                known.update({n: "FAILED" for n in whole})
+                numbers += [n for n in whole if n not in numbers]
             ok += numbers
-            if state == "failed":
-                known.update({n: "FAILED" for n in numbers})
         elif kind in ("afterany", "after"):
             anyof += numbers
     return tuple(ok), tuple(anyof), known
@@ -214,19 +241,50 @@ def task_id(array_id: int, index: int) -> int:
     return TASK_IDS + array_id * _TASK_SPAN + index
 
 
+def shown_text(text: str) -> str:
+    """A reason's text as users read it: an unsplit task's core id (TASK_IDS + ...) as Slurm names it, A_I."""
+    def name(m: re.Match) -> str:
+        n = int(m.group(0))
+        if n < TASK_IDS:
+            return m.group(0)
+        array_id, index = divmod(n - TASK_IDS, _TASK_SPAN)
+        return f"{array_id}_{index}"
+    return re.sub(r"\d{13,}", name, text)
+
+
 class SlurmView:
     """One reading of Slurm's state, turned into the core's vocabulary."""
 
-    def __init__(self, config: ClusterConfig, jobs: list[SlurmJob], nodes: list[SlurmNode]):
+    def __init__(self, config: ClusterConfig, jobs: list[SlurmJob], nodes: list[SlurmNode],
+                 ended_tasks: dict[tuple[int, int], int] | None = None):
         self.config = config
         self.jobs = {j.id: j for j in jobs}
         self.nodes = nodes
         self.known_nodes = {n.name for n in config.nodes}
         # {task id: (the array's pending record, index)} for the tasks not split off yet
         self.tasks: dict[int, tuple[SlurmJob, int]] = {}
+        # {array id: {task index: the core's id for it}}: split tasks by their Slurm job id, unsplit ones by
+        # their task id, and those squeue no longer shows by the job id they ended with (ended_tasks).
+        self.arrays: dict[int, dict[int, int]] = {}
+        for (array_id, index), job_id in (ended_tasks or {}).items():
+            self.arrays.setdefault(array_id, {})[index] = job_id
         for j in jobs:
+            array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
+            if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
+                self.arrays.setdefault(array_id, {})[index] = j.id
             for index in _unsplit_tasks(j):
                 self.tasks[task_id(j.id, index)] = (j, index)
+                self.arrays.setdefault(j.id, {})[index] = task_id(j.id, index)
+
+    def dependency_ids(self, job_id: int, index: int | str | None) -> tuple[int, ...]:
+        """The core's ids for Slurm's dependency on N (index None), on task A_I, or on every task of array A
+        ("*": Slurm's afterok:A is satisfied when every task completed). Unknown tasks: the id as given."""
+        tasks = self.arrays.get(job_id, {})
+        if index == "*":
+            return tuple(tasks[i] for i in sorted(tasks)) or (job_id,)
+        if isinstance(index, int):
+            return (tasks[index],) if index in tasks else (job_id,)
+        return (job_id,)
 
     def core_jobs(self, j: SlurmJob) -> list[Job]:
         """The core's Jobs for one pending Slurm record: itself, or each task of an unsplit array."""
@@ -241,7 +299,7 @@ class SlurmView:
         limit = j.time_limit
         if limit is None:
             limit = (queue.max_time or queue.default_time) if queue else None
-        ok, anyof, _ = _dependencies(j.dependency)
+        ok, anyof, _ = _dependencies(j.dependency, self.dependency_ids)
         array_id = j.raw.get("array_job_id") or None
         index = j.raw.get("array_task_id") if array_id else None
         throttle = j.raw.get("array_max_tasks") if array_id else None
@@ -326,7 +384,7 @@ class Controller:
     # --- reading ---------------------------------------------------------------------------
 
     def read(self) -> SlurmView:
-        return SlurmView(self.config, self.client.jobs(), self.client.nodes())
+        return SlurmView(self.config, self.client.jobs(), self.client.nodes(), self.table.ended_tasks())
 
     def snapshot(self, view: SlurmView, rows: dict[int, Row], now: float | None) -> Snapshot:
         """The Snapshot the standalone store would build, from Slurm's jobs and nodes (usage accrues with `now`)."""
@@ -349,7 +407,8 @@ class Controller:
             if j.state in FINAL:
                 finished[j.id] = j.state
         for j in pending_jobs:
-            finished.update({k: v for k, v in _dependencies(j.dependency)[2].items() if k not in finished})
+            finished.update({k: v for k, v in _dependencies(j.dependency, view.dependency_ids)[2].items()
+                             if k not in finished})
         deps = {d for job in pending for d in (*job.after_ok, *job.after_any)}
         finished = {k: v for k, v in finished.items() if k in deps}
         waiting = {j.id for j in pending}
@@ -469,6 +528,10 @@ class Controller:
                         self.table.conn.execute(
                             "INSERT OR IGNORE INTO slurm_final(job_id, state, exit_code, end_time, restarts)"
                             " VALUES (?,?,?,?,?)", (j.id, j.state, j.exit_code, j.end_time or now, j.restart_count))
+                        array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
+                        if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
+                            self.table.conn.execute("INSERT OR IGNORE INTO slurm_task(job_id, array_id, task_index)"
+                                                    " VALUES (?,?,?)", (j.id, array_id, index))
                         self.table.set_phase(j.id, DONE, now, reason="")
                         report.ended[j.id] = j.state
                     continue
@@ -559,6 +622,8 @@ class Controller:
                        if view.jobs.get(p.victim_id) and view.jobs[p.victim_id].state in ACTIVE
                        and (rows.get(p.victim_id) is None or rows[p.victim_id].phase != PREEMPTING)]
         reserved = {r.job_id: r for r in decisions.reservations}
+        starting = {s.job_id for s in starts}
+        wanted: dict[int, published.Published] = {}  # the reasons to publish in Slurm (held pending jobs)
         with self.store.transaction():
             for s in starts:
                 self.table.set_phase(s.job_id, STARTING, now, nodes=[a.node for a in s.placement],
@@ -582,11 +647,15 @@ class Controller:
                 if job_id in shown:
                     continue
                 shown.add(job_id)
-                reason = str(reason)  # the text users see (a Reason's code leads it)
+                reason = shown_text(str(reason))  # the text users see (a Reason's code leads it)
                 r = reserved.get(core_id)
                 est = r.start_time if r else None
                 where = ",".join(a.node for a in r.placement) if r else ""
                 row = rows.get(job_id)
+                j = view.jobs.get(job_id)
+                if j is not None and j.state == "PENDING" and job_id not in starting and (
+                        row is None or row.phase not in (STARTING, RELEASED, PREEMPTING)):
+                    wanted[job_id] = published.Published(reason, est, tuple(a.node for a in r.placement) if r else ())
                 if row is None or (row.reason, row.est_start, row.est_nodes) != (reason, est, where):
                     phase = row.phase if row is not None and row.phase not in (STARTING, RELEASED) else HELD
                     if row is not None and row.phase == PREEMPTING:
@@ -595,6 +664,7 @@ class Controller:
                                          est_start=est, est_nodes=where)
         for s in starts:
             self._start(view.jobs[s.job_id], [a.node for a in s.placement], now, report)
+        self._publish(wanted, view, now, report)
         for p in preemptions:
             victim = view.jobs[p.victim_id]
             if self._send("signal", victim.id, self.client.signal, _ref(victim),
@@ -604,7 +674,7 @@ class Controller:
                     self.table.conn.execute("UPDATE slurm_ctl SET signalled = 1 WHERE job_id = ?", (victim.id,))
             report.preempted.append(victim.id)
         for core_id, reason in decisions.cancels.items():
-            reason = str(reason)
+            reason = shown_text(str(reason))
             job_id, ref = core_id, core_id
             if core_id in view.tasks:  # one task of an unsplit array: scancel A_I
                 meta, index = view.tasks[core_id]
@@ -614,6 +684,32 @@ class Controller:
                     self.table.event(job_id, "cancel", {"reason": reason}, now)
                     self.table.set_phase(job_id, HELD, now, reason=reason)
                 report.cancelled.append(job_id)
+
+    def _publish(self, wanted: dict[int, published.Published], view: SlurmView, now: float,
+                 report: CycleReport) -> None:
+        """Write the changed reasons into the held jobs' AdminComment (one scontrol for all; see published.py),
+        remember what was sent, and forget what was sent to jobs no longer pending."""
+        sent = dict(self.store.conn.execute("SELECT job_id, text FROM slurm_published").fetchall())
+        in_slurm = {i: view.jobs[i].raw.get("admin_comment") for i in wanted if "admin_comment" in view.jobs[i].raw}
+        texts = published.updates(wanted, {i: t or "" for i, t in in_slurm.items()}, sent)
+        failed: set[int] = set()
+        if texts:
+            try:
+                errors = self.client.set_admin_comments(texts)
+            except SlurmError as e:
+                errors = [str(e)]
+            if errors:
+                failed = {int(n) for line in errors for n in re.findall(r"job (\d+)", line)} or set(texts)
+                with self.store.transaction():
+                    self.table.event(min(failed), COMMAND_FAILED, {"command": "publish reasons",
+                                                                   "error": "; ".join(errors)[:300]}, now)
+                report.mismatches.append(f"publishing reasons failed: {'; '.join(errors)[:200]}")
+        gone = [i for i in sent if i not in view.jobs or view.jobs[i].state != "PENDING"]
+        with self.store.transaction():
+            self.store.conn.executemany("INSERT OR REPLACE INTO slurm_published(job_id, text, time) VALUES (?,?,?)",
+                                        [(i, t, now) for i, t in texts.items() if i not in failed])
+            self.store.conn.executemany("DELETE FROM slurm_published WHERE job_id = ?", [(i,) for i in gone])
+        report.published = sorted(set(texts) - failed)
 
     def _split_tasks(self, starts: list, view: SlurmView, now: float, report: CycleReport) -> list:
         """Split the array tasks the core starts off their array record, pinned on the core's nodes and still
@@ -760,8 +856,11 @@ def status(store: Store, now: float, events: int = 20) -> dict:
     }
 
 
-def explain_job(store: Store, client: SlurmClient, job_id: int, now: float) -> Explanation:
-    """The core's explanation for a pending Slurm job, on a snapshot read from Slurm now (writes nothing)."""
+def explain_job(store: Store, client: SlurmClient, job_id: int, now: float, use_published: bool = False
+                ) -> Explanation:
+    """The core's explanation for a pending Slurm job, on a snapshot read from Slurm now (writes nothing).
+    use_published (a user without the store, whose snapshot lacks fair-share usage): the reason and estimate
+    the controller published on the job (published.py) replace the ones computed here."""
     ctl = Controller(store, client)
     view = ctl.read()
     j = view.jobs.get(job_id)
@@ -775,7 +874,13 @@ def explain_job(store: Store, client: SlurmClient, job_id: int, now: float) -> E
         job_id = tasks[0]
     if not any(p.id == job_id for p in snap.pending):
         raise InvalidRequest(f"job {job_id} is being started by the controller")
-    return explain(snap, store.config, now, job_id=job_id)
+    e = explain(snap, store.config, now, job_id=job_id)
+    said = published.decode(j.raw.get("admin_comment")) if use_published and (j.priority or 0) == 0 else None
+    if said is None:
+        return e
+    return replace(e, state="pending", reason=said.reason, constraint=said.reason.split(":", 1)[0],
+                   waiting_for=e.waiting_for if e.reason == said.reason else None, estimated_start=said.est_start,
+                   estimated_placement=tuple(NodeAlloc(n, ()) for n in said.est_nodes))
 
 
 def open_controller(state_dir, release_timeout: float = 30.0, log=None) -> Controller:

@@ -262,3 +262,35 @@ def test_an_array_is_started_task_by_task_within_its_throttle(slurm):
         assert sum(k.start_time <= j.start_time < k.end_time for k in tasks) <= 2
     assert [e for e in Store(slurm.store_dir).events() if e["kind"] == "mismatch"
             and e["job_id"] in {array, *(j.id for j in tasks)}] == []
+
+
+def test_afterok_on_a_whole_array_waits_for_every_task_and_a_failed_task_cancels(slurm):
+    # `--dependency=afterok:A` on an array is "afterok:A_*" in Slurm: every task must complete. The tasks run at
+    # once; the one that ends first is task 2, whose record keeps the array's id A (Slurm hands the last split
+    # task the array's record): a dependent that took A for one job would start after it alone.
+    script = "sleep $((6 - 2 * SLURM_ARRAY_TASK_ID)); exit $((SLURM_ARRAY_TASK_ID == {bad}))"
+    good = sbatch(slurm, "--array=0-2", "--gres=gpu:8", "--wrap", script.format(bad=9))
+    failing = sbatch(slurm, "--array=0-2", "--gres=gpu:8", "--wrap", script.format(bad=1))
+    after_good = sbatch(slurm, "--gres=gpu:1", f"--dependency=afterok:{good}", "--wrap", "true")
+    after_failing = sbatch(slurm, "--gres=gpu:1", f"--dependency=afterok:{failing}", "--wrap", "true")
+    assert client(slurm).job(after_good).dependency == f"afterok:{good}_*(unfulfilled)"
+
+    def tasks(array):
+        return {j.raw["array_task_id"]: j for j in client(slurm).jobs() if j.raw.get("array_job_id") == array
+                and isinstance(j.raw.get("array_task_id"), int)}
+
+    until(lambda: (j := client(slurm).job(after_good)) and j.state == "COMPLETED", timeout=90, what="dependent done")
+    done = tasks(good)
+    assert sorted(done) == [0, 1, 2] and all(j.state == "COMPLETED" for j in done.values())
+    assert done[2].id == good and done[2].end_time < done[0].end_time  # A's own record ended first
+    decided = events(slurm, after_good, "start")[0]["time"]
+    assert decided >= max(j.end_time for j in done.values())  # the core started it after the last task ended
+    until(lambda: (j := client(slurm).job(after_failing)) and j.state == "CANCELLED", timeout=60,
+          what="the dependent on the failing array cancelled")
+    failed = tasks(failing)
+    assert {i: j.state for i, j in failed.items()} == {0: "COMPLETED", 1: "FAILED", 2: "COMPLETED"}
+    assert not events(slurm, after_failing, "start")
+    assert events(slurm, after_failing, "cancel")[0]["data"]["reason"] == \
+        f"DependencyNeverSatisfied: job {failed[1].id} FAILED"
+    assert [e for e in Store(slurm.store_dir).events() if e["kind"] in ("mismatch", "release_timeout")
+            and e["job_id"] in (after_good, after_failing)] == []

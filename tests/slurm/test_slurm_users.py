@@ -14,6 +14,7 @@ import stat
 
 import pytest
 
+from adsched.standalone.store import Store
 from adsched.testbed.minicluster import CONTROLLER
 
 from test_slurm_hybrid import STATE, cancel_all, client, sbatch, until
@@ -109,3 +110,41 @@ def test_an_ordinary_user_submits_lists_shows_explains_and_cancels_without_the_s
     assert all(v == "600 0" for k, v in after.items() if k.startswith("adsched.sqlite")), after
     owned = [p.name for p in mc.store_dir.iterdir() if p.stat().st_uid == UID]
     assert owned == []
+
+
+def test_an_ordinary_user_sees_the_cores_reason_published_in_slurm_not_the_hold(ordinary_user):
+    # The core holds the user's job back for a reservation (Slurm alone would start it on the idle nodes);
+    # Slurm says only JobHeldUser. The controller publishes the core's reason in the job's AdminComment, which
+    # the user reads through squeue: `adsub queue`, `show` and `explain` show the core's reason.
+    mc = ordinary_user
+    blocker = sbatch(mc, "-p", "train", "-N4", "--gres=gpu:8", "-t", "3", "--wrap", "sleep 300")
+    until(lambda: client(mc).job(blocker).state == "RUNNING", what="blocker running")
+    big = sbatch(mc, "-p", "release", "-N8", "--gres=gpu:8", "-t", "10", "--wrap", "true")  # reserved at +3 min
+    r = as_user(mc, "submit", "-N", "2", "-q", "explore", "-t", "10", "--", "sleep", "300")
+    assert r.rc == 0, r.stderr
+    mine = int(r.stdout.split()[-1])
+    want = f"Reservation: would delay job {big}"
+
+    def listed():
+        r = as_user(mc, "queue", "--json")
+        assert r.rc == 0, r.stderr
+        return {j["id"]: j for j in json.loads(r.stdout)}
+
+    rows = until(lambda: (q := listed()).get(mine, {}).get("reason", "").startswith(want) and q, timeout=30,
+                 what="the core's reason in the user's queue")
+    assert client(mc).job(mine).reason == "JobHeldUser" and client(mc).job(mine).priority == 0  # Slurm's own
+    assert rows[big]["reason"] and rows[big]["reason"] != "JobHeldUser", rows[big]
+    shown = as_user(mc, "show", str(mine), "--json")
+    assert shown.rc == 0 and json.loads(shown.stdout)["reason"].startswith(want), shown.stdout
+    # (22.05's squeue --json ignores -j: every job comes back)
+    raw = next(j for j in json.loads(mc.exec(["squeue", "--json"], user=USER, timeout=30).stdout)["jobs"]
+               if j["job_id"] == mine)
+    assert raw["admin_comment"].strip('"').startswith(f"adsched: {want}"), raw["admin_comment"]
+    # The big job's estimated start is the controller's (published), not one computed without fair-share data.
+    why = as_user(mc, "explain", str(big), "--json")
+    assert why.rc == 0, why.stderr
+    explained = json.loads(why.stdout)
+    stored = Store(mc.store_dir).conn.execute("SELECT reason, est_start FROM slurm_ctl WHERE job_id = ?",
+                                              (big,)).fetchone()
+    assert explained["reason"] == stored[0] and explained["estimated_start"] is not None
+    assert abs(explained["estimated_start"] - stored[1]) < 60 and len(explained["estimated_nodes"]) == 8
