@@ -96,6 +96,11 @@ class SchedulerSettings:
     # Preemption: how many blocked jobs per cycle (in priority order) may look for victims.
     # 0: no preemption at all.
     preemption_depth: int = 4
+    # Leaf wait (Slurm's --switches=count@max-time, max_switch_wait): a gang whose best placement
+    # now spans more leaves than the fewest it could ever need waits up to this many seconds
+    # after it became eligible for a placement on that few (schedule.py, Cycle._leaf_wait).
+    # 0: never waits (it takes the fewest leaves free now).
+    leaf_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ _QUEUE_KEYS = {"tier", "quota_gpus", "preemptible", "max_time", "default_time", 
 PREEMPT_SIGNALS = ("TERM", "USR1", "USR2", "INT", "HUP")
 _WEIGHTS = ("weight_age", "weight_fairshare", "weight_size", "weight_priority")
 _SCHED_KEYS = {"default_queue", "cycle_interval", "backfill", "topology_aware", "reservation_depth",
-               "age_max", "fairshare_half_life", "preemption_depth", *_WEIGHTS}
+               "age_max", "fairshare_half_life", "preemption_depth", "leaf_wait", *_WEIGHTS}
 # A MIG profile "<g>g.<mem>gb" takes g of a GPU's 7 compute slices.
 MIG_PROFILE = re.compile(r"^([1-7])g\.(\d+)gb$")
 
@@ -606,4 +611,18 @@ def _parse_scheduler(errs: _Errors, table: Any, queues: dict[str, QueueSpec]) ->
     preemption_depth = _int(errs, "scheduler.preemption_depth", table.get("preemption_depth", 4), 0)
     return SchedulerSettings(default_queue=default_queue, cycle_interval=float(interval), **toggles,
                              reservation_depth=1 if depth is None else depth, **weights, **spans,
-                             preemption_depth=4 if preemption_depth is None else preemption_depth)
+                             preemption_depth=4 if preemption_depth is None else preemption_depth,
+                             leaf_wait=_leaf_wait(errs, table.get("leaf_wait", 0)))
+
+
+def _leaf_wait(errs: _Errors, value: Any) -> float:
+    """Seconds, as Slurm's max_switch_wait (a number), or a Slurm duration text ("5:00" = 5 minutes)."""
+    if isinstance(value, str):
+        seconds = _duration(errs, "scheduler.leaf_wait", value)
+        return 0.0 if seconds is None else float(seconds)
+    seconds = _finite(value)
+    if seconds is None or not 0 <= seconds <= MAX_DURATION:
+        errs.add("scheduler.leaf_wait", f'must be a number of seconds >= 0 (or a duration such as "5:00"), '
+                                        f"at most {MAX_DURATION // 86400} days, got {value!r}")
+        return 0.0
+    return seconds

@@ -188,6 +188,24 @@ def _take_nodes(cap: Capacity, leaves: list[int], num_nodes: int, gpus: int,
     return [(i, gpus) for _, take in taken for i in sorted(take)]
 
 
+def leaves_spanned(cap: Capacity, nodes) -> int:
+    """How many leaves the nodes (indexes) of one placement are under."""
+    return len({cap.leaf_of[i] for i in nodes})
+
+
+def fewest_leaves(cap: Capacity, num_nodes: int, gpus: int) -> int:
+    """The fewest leaves a gang of `num_nodes` x `gpus` could ever span: on the up nodes with
+    that many GPUs, every one free (largest leaves first). What a leaf wait waits for."""
+    sizes = sorted((sum(1 for i in nodes if cap.up[i] and cap.total[i] >= gpus) for nodes in cap.leaf_nodes),
+                   reverse=True)
+    covered = 0
+    for k, size in enumerate(sizes, 1):
+        covered += size
+        if covered >= num_nodes:
+            return k
+    return len(sizes)
+
+
 def find_mig(cap: Capacity, profile: str, count: int) -> Picks | NoFit:
     """A MIG job: one node with `count` free `profile` slices; the tightest such node, so
     whole MIG GPUs stay free for bigger requests; node index breaks ties."""

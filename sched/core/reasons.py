@@ -17,6 +17,10 @@ RESOURCES = "Resources"  # not enough free nodes (or MIG slices) now
 TOPOLOGY = "Topology"  # enough nodes, but not within its max leaves
 RESERVATION = "Reservation"  # it fits only on GPUs a higher-priority job is promised
 PREEMPTING = "Preempting"  # its victims are being stopped for it
+# It fits now, but only across more leaves than it needs: it waits (scheduler.leaf_wait) for
+# fewer. Slurm has no reason name for this wait (--switches=N@time: the job shows Resources, its
+# log says "waiting for switches"), hence our own.
+LEAF_WAIT = "LeafWait"
 DEPENDENCY = "Dependency"  # a job it depends on has not finished
 DEPENDENCY_NEVER_SATISFIED = "DependencyNeverSatisfied"  # cancel: an afterok parent did not complete
 QUOTA_EXCEEDED = "QuotaExceeded"  # its queue is at quota + borrow limit
@@ -71,6 +75,13 @@ def reservation(job_id: int, start_time: float, nodes: tuple[str, ...]) -> Reaso
     where = ",".join(nodes) if len(nodes) <= 4 else f"{nodes[0]}..{nodes[-1]} ({len(nodes)} nodes)"
     return Reason(RESERVATION, f"would delay job {job_id}, reserved from t={start_time:g} on {where}",
                   job=job_id, jobs=(job_id,), time=start_time)
+
+
+def leaf_wait(fewest: int, spans: int, until: float) -> Reason:
+    """Fits now across `spans` leaves; waits until `until` at most for `fewest`."""
+    return Reason(LEAF_WAIT, f"fits now only across {spans} leaves; waits for {plural(fewest, 'leaf')} "
+                             f"until t={until:g} at most (leaf_wait), then starts where it fits",
+                  need=fewest, have=spans, time=until)
 
 
 def preempting(victims: tuple[int, ...]) -> Reason:

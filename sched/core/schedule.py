@@ -32,6 +32,8 @@ config always give the same decisions. The phases:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .capacity import Capacity, Fitting, WhatIf
 from .config import ClusterConfig
 from .deps import CANCEL
@@ -41,7 +43,7 @@ from .memo import Memo
 from . import reasons
 from .model import Decisions, Job, Placement, Preemption, Reason, Reservation, Snapshot, Start
 from .order import order_pending
-from .place import NoFit, find_mig, find_placement
+from .place import NoFit, fewest_leaves, find_mig, find_placement, leaves_spanned
 from .preempt import choose as choose_victims
 from .preempt import may_preempt
 from .preempt import pool as victim_pool
@@ -102,6 +104,7 @@ class Cycle:
         # A reservation was sought after one that starts later than now: past DEEP reservations
         # the profile decides (Cycle._deep), built then if the walks found the first ones.
         self._profile_due = False
+        self._fewest: dict[tuple[int, int], int] = {}  # (nodes, GPUs) -> fewest_leaves (_leaf_wait)
 
     def run(self) -> "Cycle":
         s, snap = self.settings, self.snapshot
@@ -230,6 +233,9 @@ class Cycle:
             reason = self._admit_gang(job, borrowing)
         if reason is None:
             return
+        if reason.code == reasons.LEAF_WAIT:
+            self._wait_for_leaf(job, reason, borrowing)
+            return
         if job.mig is None and (not borrowing or job.id in self._draining):
             waiting = self._preempt(job)
             if waiting is not None:
@@ -275,9 +281,15 @@ class Cycle:
         placement = None
         if not isinstance(picks, NoFit) and not lenders:
             picks = self._place(job)
+            waiting = self._leaf_wait(job, picks)
+            if waiting is not None:
+                return waiting
             placement = None if isinstance(picks, NoFit) else self.cap.take(picks)
         elif not isinstance(picks, NoFit):
             picks, placement = self._place_lent(job, lenders)
+            waiting = self._leaf_wait(job, picks)
+            if waiting is not None:
+                return waiting
             if placement is not None:
                 self.cap.occupy(placement)  # its GPUs are busy, lent or not
         if placement is not None:
@@ -312,6 +324,9 @@ class Cycle:
         found = self.profile.earliest(job.num_nodes, job.gpus_per_node, job.max_leaves, job.time_limit,
                                       self.settings.topology_aware, until=self.now)
         if found is not None:
+            waiting = self._leaf_wait(job, [(self.cap.index[a.node], 0) for a in found[1]])
+            if waiting is not None:
+                return waiting
             self.cap.occupy(found[1])  # busy, whatever holds it overlaps (they start after it ends)
             self._start(job, found[1], borrowing)
             return None
@@ -335,6 +350,39 @@ class Cycle:
         if isinstance(verdict, NoFit):
             return verdict.reason
         return reasons.resources_for(N, G, job.time_limit)
+
+    # --- leaf wait (scheduler.leaf_wait; Slurm's --switches=count@max-time) -------------
+
+    def _leaf_wait(self, job: Job, picks) -> Reason | None:
+        """LeafWait if the gang should not start on `picks` (its best placement now): they span
+        more leaves than the fewest it could ever need, and it became eligible less than
+        leaf_wait seconds ago. Else None: it starts (once the wait is over, wherever it fits)."""
+        wait = self.settings.leaf_wait
+        if (not wait or isinstance(picks, NoFit) or job.num_nodes < 2 or not self.settings.topology_aware
+                or job.id in self._draining):  # a preemptor's place was chosen with its victims
+            return None
+        until = eligible_since(job) + wait
+        if until <= self.now:
+            return None
+        spans = leaves_spanned(self.cap, (i for i, _ in picks))
+        shape = (job.num_nodes, job.gpus_per_node)
+        fewest = self._fewest.get(shape)
+        if fewest is None:
+            fewest = self._fewest[shape] = fewest_leaves(self.cap, *shape)
+        return reasons.leaf_wait(fewest, spans, until) if spans > fewest else None
+
+    def _wait_for_leaf(self, job: Job, reason: Reason, borrowing: bool) -> None:
+        """A gang held back by its leaf wait keeps its place as a blocked job does: a reservation
+        (within reservation_depth) on a placement of its fewest leaves at the earliest time one
+        is free, which later jobs only backfill around."""
+        self.decisions.pending_reasons[job.id] = reason
+        if not self.settings.backfill:
+            self.blocker = job.id
+        generation = self.generation
+        if self.reserving and (job.id == self.focus or not borrowing):
+            self._reserve(replace(job, max_leaves=int(reason.need)))
+        if self.generation == generation:
+            self.generation += 1  # its outcome hangs on its own wait: no other job may reuse it
 
     # --- phase 5 -------------------------------------------------------------------------
 
@@ -501,6 +549,12 @@ class Cycle:
             self._taken.append((placement, start, end))
 
 
+
+
+def eligible_since(job: Job) -> float:
+    """When the job became eligible to start: its submit time, or its begin time if later. (The
+    core does not see when a dependency was met: such a job counts from its submit time.)"""
+    return job.submit_time if job.begin_time is None else max(job.submit_time, job.begin_time)
 
 
 # Reservations past which starts are decided on the profile (Cycle._deep).
