@@ -535,3 +535,24 @@ def test_a_user_without_the_store_sees_the_cores_reason_not_slurms_hold(slurm, s
         assert blocker in listed and listed[blocker] == "", who
     why = user.explain(job, 2000.0)
     assert (why.state, why.reason) == ("pending", {r.id: r.reason for r in admin.jobs()}[job])
+
+
+@pytest.mark.parametrize("name,rc,stderr,want_errors", [
+    ("every line took", 0, "", []),
+    ("an unknown job", 1, "Invalid job id specified for job 999\n", ["Invalid job id specified for job 999"]),
+    # what 22.05 answers when an array's id reaches its ended task 0 too (seen on the mini-cluster)
+    ("an array whose ended tasks refuse", 1, "1_0: Job has already finished\n1_1-3: No error\n", []),
+    ("both", 1, "1_0: Job has already finished\n1_1-3: No error\nInvalid job id specified for job 999\n",
+     ["Invalid job id specified for job 999"]),
+    ("a failure that says nothing", 1, "", ["scontrol: exit 1"]),
+])
+def test_publishing_reports_only_real_failures(name, rc, stderr, want_errors):
+    seen = []
+
+    def runner(argv, stdin, timeout):
+        seen.append((argv, stdin))
+        return rc, "", stderr
+
+    assert SlurmClient(runner).set_admin_comments({1: "adsched: a", 999: "adsched: b"}) == want_errors, name
+    assert seen == [(["scontrol"], 'update JobId=1 AdminComment="adsched: a"\n'
+                                   'update JobId=999 AdminComment="adsched: b"\n')]

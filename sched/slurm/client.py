@@ -68,6 +68,9 @@ def _gpus(tres: str | None) -> int:
     return total
 
 
+_ARRAY_PARTS_OK = re.compile(r"^\d+_[\d\-,\[\]]+: (No error|Job has already finished)$")
+
+
 def _job_ref(job_id: int | str) -> str:
     """A job id, or "A_I" (task I of array A), checked: it goes into a command line."""
     ref = str(job_id)
@@ -329,7 +332,12 @@ class SlurmClient:
         rc, _, err = self.runner(["scontrol"], "".join(lines), self.timeout)
         if rc == 0:
             return []
-        return [line.strip() for line in err.splitlines() if line.strip()] or [f"scontrol: exit {rc}"]
+        # An array's id updates each of its records; its ended tasks refuse ("12_0: Job has already finished")
+        # while its pending record takes the update ("12_1-3: No error"): not failures.
+        said = [line.strip() for line in err.splitlines() if line.strip()]
+        if not said:
+            return [f"scontrol: exit {rc}"]
+        return [line for line in said if not _ARRAY_PARTS_OK.match(line)]
 
     def requeue_hold(self, job_id: int | str) -> None:
         self._run(["scontrol", "requeuehold", _job_ref(job_id)])
