@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -95,14 +96,16 @@ def _running(job_id: int, *nodes: str, gpus: int = 8):
 
 # One Memo through cycles whose running sets differ by a job or two, as a daemon's do: ended,
 # started, back again (the same object, as the shells keep it) or restarted elsewhere (the same
-# id on other GPUs). The 4-node gang is blocked every time; its reason counts the nodes free in
-# this snapshot, so an answer remembered from another snapshot (busy GPUs, free counts, a
-# "not enough nodes" reason) shows.
+# id on other GPUs), and a node going down and coming back. The 4-node gang is blocked every
+# time; its reason counts the nodes free in this snapshot, so an answer remembered from another
+# snapshot (busy GPUs, free counts, a "not enough nodes" reason) shows.
 A, B, C = _running(11, "n01"), _running(12, "n02"), _running(13, "n01", "n02", "n03")
 A_ELSEWHERE, HALF = _running(11, "n04"), _running(14, "n03", gpus=4)
-MEMO_SEQUENCE = [  # (running, want free nodes for the gang)
-    ((A,), 3), ((A, B), 2), ((B,), 3), ((A, B), 2), ((C,), 1), ((A,), 3), ((A_ELSEWHERE,), 3),
-    ((A_ELSEWHERE, B, HALF), 1), ((B, HALF), 2), ((A, B), 2), ((A,), 3),
+A_TOO = _running(15, "n01")  # on A's GPUs: a snapshot no shell should make, decided all the same
+MEMO_SEQUENCE = [  # (running, down nodes, want free nodes for the gang)
+    ((A,), (), 3), ((A, B), (), 2), ((B,), (), 3), ((A, B), (), 2), ((C,), (), 1), ((A,), (), 3),
+    ((A_ELSEWHERE,), (), 3), ((A_ELSEWHERE, B, HALF), (), 1), ((B, HALF), ("n04",), 1), ((B, HALF), (), 2),
+    ((A, B), (), 2), ((A,), ("n02",), 2), ((A,), (), 3), ((A, A_TOO), (), 3), ((A_TOO,), (), 3), ((B,), (), 3),
 ]
 
 
@@ -110,8 +113,28 @@ def test_a_warm_memo_counts_each_snapshots_own_free_nodes():
     cfg = cluster(leaves=2, nodes_per_leaf=2, gpus=8, spines=1)
     gang, small = job(1).nodes(4).build(), job(2).gpus(4).limit(60).build()
     memo = Memo()
-    for k, (running, want_have) in enumerate(MEMO_SEQUENCE):
-        snap = snapshot(pending=[gang, small], running=running)
+    for k, (running, down, want_have) in enumerate(MEMO_SEQUENCE):
+        snap = snapshot(pending=[gang, small], running=running, unavailable=down)
         warm, cold = schedule(snap, cfg, 100.0 + k, memo), schedule(snap, cfg, 100.0 + k)
         assert _canonical(warm) == _canonical(cold), f"cycle {k}"
         assert warm.pending_reasons[1].have == want_have, f"cycle {k}: {warm.pending_reasons[1]}"
+
+
+@pytest.mark.parametrize("new_objects_every", [1, 2, 3, 0])
+def test_a_warm_memo_follows_shells_that_make_new_placements(new_objects_every):
+    """Twelve running jobs, one ending and one starting a cycle; every k-th cycle the shell
+    makes every placement anew (as the store does when it reads them back), 0: never."""
+    cfg = cluster(leaves=4, nodes_per_leaf=4, gpus=8, spines=2)
+    gang = job(1).nodes(6).build()
+    memo = Memo()
+    running = {k: _running(100 + k, f"n{k + 1:02d}") for k in range(12)}
+    for k in range(12):
+        node = (k + 12) % 16  # the next job starts on a free node
+        del running[k]
+        running[k + 12] = _running(112 + k, f"n{node + 1:02d}")
+        if new_objects_every and k % new_objects_every == 0:
+            running = {key: replace(r, placement=tuple(replace(a) for a in r.placement)) for key, r in running.items()}
+        snap = snapshot(pending=[gang], running=running.values())
+        warm, cold = schedule(snap, cfg, 100.0 + k, memo), schedule(snap, cfg, 100.0 + k)
+        assert _canonical(warm) == _canonical(cold), f"cycle {k}"
+        assert warm.pending_reasons[1].have == 4, f"cycle {k}: {warm.pending_reasons[1]}"

@@ -27,7 +27,7 @@ this Capacity alone.
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 from .config import ClusterConfig
 from .memo import Memo
@@ -71,6 +71,8 @@ class _Layout:
         # (busy bits per node, up per node) -> (free_mask, free, at_least, leaf_at_least) as
         # tuples: what a Capacity derives from them, for the next cycle with the same ones.
         self.derived: dict[tuple, tuple] = {}
+        # The busy GPUs of the running jobs the last cycle was built from (see _RunningBusy).
+        self.running: _RunningBusy | None = None
         # reserve.earliest's answers, keyed by everything the walk reads (see reserve._key).
         self.earliest: dict[tuple, tuple] = {}
         # (node, free mask, count) -> (GPU bits, NodeAlloc) of its `count` lowest free GPUs:
@@ -164,6 +166,16 @@ class Capacity:
             self.at_least = list(lay.at_least)
             self.leaf_at_least = [list(row) for row in lay.leaf_at_least]
             return
+        if memo is not None and not self.mig_nodes:
+            # A daemon's or a replay's next cycle differs by a few jobs ended and started.
+            if lay.running is None:
+                lay.running = _RunningBusy(lambda: Capacity(config, None, memo))
+            base = lay.running.cap
+            if lay.running.update(snapshot):
+                self.up, self.busy, self.free_mask, self.free = (list(base.up), list(base.busy),
+                                                                 list(base.free_mask), list(base.free))
+                self.at_least, self.leaf_at_least = list(base.at_least), [list(r) for r in base.leaf_at_least]
+                return
         index, up, busy = self.index, self.up, self.busy
         for name in snapshot.unavailable:
             if name in index:
@@ -234,6 +246,9 @@ class Capacity:
         """(node index, GPU bits) for each rank of a placement."""
         found = self._resolved.get(id(placement))
         if found is not None and found[0] is placement:  # the same object, not a reused id
+            return found[1]
+        found = self.layout.resolved.get(id(placement))  # a running job's, on nodes all known
+        if found is not None and found[0] is placement and found[3]:
             return found[1]
         return [(self.index[a.node], self._mask(a.gpus)) for a in placement]
 
@@ -489,6 +504,69 @@ class Capacity:
         what_if = WhatIf(self, gpus)
         what_if.lift(released)
         return Fitting(what_if.have, what_if.counts)
+
+
+class _RunningBusy:
+    """The busy GPUs of the running jobs of the last snapshot a Capacity was built from (with
+    a Memo), as a Capacity without holds: the next snapshot's differ by the jobs that ended
+    and started since, so only those are given back and taken. Exact while no two running
+    placements share a GPU (then each GPU's busy bit has one owner); an overlap found starts
+    it over, and that cycle builds its Capacity the plain way."""
+
+    def __init__(self, fresh: Callable[[], Capacity]):
+        self.fresh = fresh  # an idle Capacity on the same layout
+        self.cap = fresh()
+        # id(placement) -> (placement, its (node index, GPU bits)); the placement is kept, so
+        # its id stays its own while the entry lives.
+        self.placements: dict[int, tuple[Placement, list[tuple[int, int]]]] = {}
+        self.unavailable: frozenset[str] = frozenset()
+        self.last: dict[int, Placement] = {}  # the last snapshot's placements by id (kept alive)
+
+    def update(self, snapshot: Snapshot) -> bool:
+        """Step to the snapshot's running jobs and down nodes; False if the Capacity must be
+        built the plain way: a new placement that is not immutable all through (its id could
+        not stand for its GPUs), an overlap, or a shell that makes new placement objects
+        every cycle (the store reads them from SQLite: a step would cost more than a build)."""
+        cap, mine = self.cap, self.placements
+        now = {id(run.placement): run.placement for run in snapshot.running}
+        kept = len(now.keys() & self.last.keys())
+        self.last = now
+        if len(now) > 8 and kept * 2 < len(now):
+            self.__init__(self.fresh)
+            self.last = now
+            return False
+        added = []
+        for pid in now.keys() - mine.keys():
+            placement = now[pid]
+            if not cap.frozen(placement):
+                return False
+            found = cap.layout.resolved.get(pid)
+            if found is None or found[0] is not placement:
+                found = cap._resolve_running(placement)
+            added.append((pid, placement, found[1]))
+        busy, changed = cap.busy, set()
+        for pid in mine.keys() - now.keys():
+            for i, bits in mine.pop(pid)[1]:
+                busy[i] &= ~bits
+                changed.add(i)
+        for pid, placement, pairs in added:
+            mine[pid] = (placement, pairs)
+            for i, bits in pairs:
+                if busy[i] & bits:  # a GPU of two running placements: not ours to step
+                    self.__init__(self.fresh)
+                    self.last = now
+                    return False
+                busy[i] |= bits
+                changed.add(i)
+        if snapshot.unavailable != self.unavailable:  # rare: every count from scratch
+            self.unavailable = frozenset(snapshot.unavailable)
+            cap.up = [name not in self.unavailable for name in cap.names]
+            cap.free_mask = [m & ~b for m, b in zip(cap.all_mask, busy)]
+            cap.free = list(map(int.bit_count, cap.free_mask))
+            cap._rebuild_counters()
+        elif changed:
+            cap._sync(list(changed))
+        return True
 
 
 class Fitting(NamedTuple):
