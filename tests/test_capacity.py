@@ -10,7 +10,8 @@ import pytest
 
 from adsched.core.capacity import Capacity, WhatIf, _counters
 from adsched.core.place import NoFit, find_placement
-from builders import cluster
+from adsched.core.model import NodeAlloc
+from builders import cluster, job, snapshot
 from test_properties import MIG, QUEUES, random_snapshot
 
 
@@ -123,3 +124,30 @@ def test_find_placement_on_a_what_if_places_as_on_the_applied_capacity(seed):
         verdict = find_placement(cap, num_nodes, gpus, max_leaves, topology_aware, what_if=what_if, pick=False)
         assert verdict == (picks if isinstance(picks, NoFit) else True)
         assert state(cap) == before
+
+
+
+# n01 and n02 run A and B on GPUs 0-1; reservation 7 holds n02's GPUs 2-3. A 2-node x 2-GPU
+# gang is placed on the what-if (n01 GPUs 2-3, n02 GPUs 4-5), then it changes before the peek.
+PEEK_AFTER_CHANGES = [  # (name, jobs ending, holds lifted, want GPUs per node)
+    ("nothing changes", [], [], {"n01": (2, 3), "n02": (4, 5)}),
+    ("A ends", ["A"], [], {"n01": (0, 1), "n02": (4, 5)}),
+    ("the hold is lifted", [], [7], {"n01": (2, 3), "n02": (2, 3)}),
+    ("both end, the hold lifted", ["A", "B"], [7], {"n01": (0, 1), "n02": (0, 1)}),
+]
+
+
+@pytest.mark.parametrize("name, ending, lifted, want_gpus", PEEK_AFTER_CHANGES, ids=[c[0] for c in PEEK_AFTER_CHANGES])
+def test_a_what_if_peeks_the_gpus_free_when_it_peeks(name, ending, lifted, want_gpus):
+    """WhatIf.peek reuses the free masks find_placement read, only until the what-if changes."""
+    cfg = cluster(leaves=1, nodes_per_leaf=2, gpus=8)
+    running = {"A": job(1).gpus(2).running_on("n01"), "B": job(2).gpus(2).running_on("n02")}
+    cap = Capacity(cfg, snapshot(running=running.values()))
+    cap.hold(7, (NodeAlloc("n02", (2, 3)),))
+    what_if = WhatIf(cap, 2)
+    picks = find_placement(cap, 2, 2, what_if=what_if)
+    for name in ending:
+        what_if.give(running[name].placement)
+    if lifted:
+        what_if.lift(lifted)
+    assert {a.node: a.gpus for a in what_if.peek(picks)} == want_gpus

@@ -385,16 +385,12 @@ class Capacity:
         the free masks of the picked nodes in a what-if (WhatIf.free_masks)."""
         if masks is None:
             masks = self.free_mask
-        memo, allocs, pairs = self._picks, [], []
-        for i, count in picks:  # _pick's memo looked up inline: this runs per rank of every gang
-            found = memo.get((i, masks[i], count))
-            if found is None:
-                found = self._pick(i, count, masks[i])
-            pairs.append((i, found[0]))
-            allocs.append(found[1])
-        placement = tuple(allocs)
+        memo, pick = self._picks, self._pick
+        # _pick's memo looked up inline: this runs per rank of every gang
+        found = [memo.get((i, masks[i], count)) or pick(i, count, masks[i]) for i, count in picks]
+        placement = tuple([f[1] for f in found])
         # Its GPU bits are known here: remember them for the hold that often follows.
-        self._resolved[id(placement)] = (placement, pairs)
+        self._resolved[id(placement)] = (placement, [(i, f[0]) for (i, _), f in zip(picks, found)])
         return placement
 
     def _pick(self, i: int, count: int, free_mask: int | None = None) -> tuple[int, NodeAlloc]:
@@ -595,6 +591,9 @@ class WhatIf:
         # Nodes that came to fit `gpus` in the what-if. Jobs ending and holds lifted only ever
         # free GPUs, so a node that fits keeps fitting and is never looked at again.
         self._fits: set[int] = set()
+        # free_masks' last answer, until the what-if changes (as its counts, it takes the
+        # Capacity to stay as it is while it is asked): peek reuses find_placement's.
+        self._masks: dict[int, int] = {}
 
     def _recount(self, nodes: Iterable[int]) -> None:
         """These nodes' busy or held bits changed: which of them fit `gpus` now? Adjust the counts."""
@@ -614,6 +613,7 @@ class WhatIf:
         cap, gpus, fits, counts = self.cap, self.gpus, self._fits, self.counts
         up, free, all_mask, leaf_of = cap.up, cap.free, cap.all_mask, cap.leaf_of
         busy, held, cap_busy, cap_held = self.busy, self.held, cap.busy, cap.held
+        self._masks = {}
         for i, bits in cap.resolve(placement):  # _recount, inlined: the walk's inner loop
             b = busy[i] = busy.get(i, cap_busy[i]) & ~bits
             if i in fits or free[i] >= gpus or not up[i]:
@@ -626,6 +626,7 @@ class WhatIf:
     def lift(self, owners: Iterable[int]) -> None:
         """As Capacity.release, for each of `owners`."""
         cap, lifted = self.cap, self.lifted
+        self._masks = {}
         nodes: set[int] = set()
         for owner in owners:
             if owner not in lifted:
@@ -644,7 +645,8 @@ class WhatIf:
         """These nodes' free GPU bits in the what-if."""
         cap, busy, held = self.cap, self.busy, self.held
         all_mask, cap_busy, cap_held = cap.all_mask, cap.busy, cap.held
-        return {i: all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i])) for i in nodes}
+        self._masks = masks = {i: all_mask[i] & ~(busy.get(i, cap_busy[i]) | held.get(i, cap_held[i])) for i in nodes}
+        return masks
 
     def apply(self) -> None:
         """Make the Capacity look like the what-if, to place a job on it: the lifted holds
@@ -660,7 +662,10 @@ class WhatIf:
 
     def peek(self, picks: list[tuple[int, int]]) -> Placement:
         """The placement these picks make on the what-if's free GPUs (as Capacity.peek)."""
-        return self.cap.peek(picks, self.free_masks(i for i, _ in picks))
+        masks = self._masks  # find_placement's, of the nodes it picked among (the Capacity as then)
+        if not all(i in masks for i, _ in picks):
+            masks = self.free_masks(i for i, _ in picks)
+        return self.cap.peek(picks, masks)
 
 
 class Trial:

@@ -148,6 +148,7 @@ class _LendingWhatIf(WhatIf):
 
     def hold_again(self, owner: int) -> None:
         cap, lifted = self.cap, self.lifted
+        self._masks = {}
         lifted.discard(owner)
         all_mask, leaf_of, gpus, fits = cap.all_mask, cap.leaf_of, self.gpus, self._fits
         for i in cap._owned.get(owner, ()):
