@@ -1,10 +1,12 @@
 """The same slice of a real trace run twice on the Slurm mini-cluster: by Slurm alone, then by the adsched controller.
 
     python bench/slurm_side_by_side.py [--trace ../shared/traces/KTH-SP2-1996-2.1-cln.swf.gz] [--start 2000]
-                                       [--jobs 40] [--speedup 600] [--max-run 20]
+                                       [--jobs 40] [--speedup 600] [--max-run 20] [--leaf-wait 20]
 
 Slurm alone: plugin mode (sched/backfill + topology/tree, job_submit.lua and hooks). Controller: controller mode
-with `adsched slurm controller`. The slice is scaled to mini8 (procs -> nodes x 8 GPUs, clamped to the cluster),
+with `adsched slurm controller`, its TOML mini8's plus `leaf_wait = --leaf-wait` in [scheduler] (a gang that
+fits now only across more leaves than it needs waits that long for fewer, as Slurm's --switches=1@time; 0: off).
+The slice is scaled to mini8 (procs -> nodes x 8 GPUs, clamped to the cluster),
 its submit times compressed by --speedup and its run times scaled so the longest lasts --max-run seconds (time
 limits are whole minutes in Slurm: every job asks its run time rounded up to the minute). Jobs are submitted by one
 script inside the controller container at their compressed times; squeue --json is polled for starts.
@@ -61,9 +63,19 @@ def submit_script(jobs) -> str:
     return "\n".join(lines) + "\n"
 
 
+def controller_toml(args, state: str) -> Path:
+    """mini8.toml with the controller's own [scheduler] leaf_wait."""
+    text = MINI8.read_text()
+    assert text.count("[scheduler]\n") == 1
+    path = Path(state) / "mini8-controller.toml"
+    path.write_text(text.replace("[scheduler]\n", f"[scheduler]\nleaf_wait = {args.leaf_wait:g}\n"))
+    return path
+
+
 def run_one(args, controller: bool, jobs) -> dict:
     state = tempfile.mkdtemp(prefix="adsched-bench-")
-    mc = MiniCluster(MINI8, f"adsched-bench-{'ctl' if controller else 'slurm'}", state_dir=state, node_timeout=120,
+    toml = controller_toml(args, state) if controller else MINI8
+    mc = MiniCluster(toml, f"adsched-bench-{'ctl' if controller else 'slurm'}", state_dir=state, node_timeout=120,
                      controller_mode=controller, log=lambda m: None)
     mc.up()
     try:
@@ -143,12 +155,16 @@ def main() -> None:
     p.add_argument("--speedup", type=float, default=600.0)
     p.add_argument("--max-run", type=float, default=20.0, help="seconds the slice's longest job runs")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--leaf-wait", type=float, default=20.0,
+                   help="the controller's [scheduler] leaf_wait in seconds (0: off); Slurm alone is as configured")
     args = p.parse_args()
     config = load_config(MINI8)
     jobs = workload(args, config)
     span = max(j["at"] for j in jobs)
     print(f"slice: {len(jobs)} jobs of {Path(args.trace).name} from #{args.start}, submitted over {span:.0f} s, "
           f"{sum(j['nodes'] > 1 for j in jobs)} multi-node gangs")
+    print(f"controller: leaf_wait = {args.leaf_wait:g} s" + (" (off)" if not args.leaf_wait else "")
+          + "; Slurm alone: no --switches (topology/tree's best fit, no wait)")
     results = {}
     for controller in (False, True):
         t0 = time.monotonic()
