@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from adsched.core.config import ConfigError, parse_config_text
 from adsched.core.explain import explain
 from adsched.core.invariants import check
+from adsched.core.model import Job
 from adsched.core.schedule import eligible_since, schedule
+from adsched.sim.engine import simulate
+from adsched.sim.traces import SimJob
 from builders import Case, cluster, job, run_case, run_cycle, snapshot, with_settings
 from test_config import GOOD
 from test_properties import clusters, random_snapshot
@@ -198,3 +201,20 @@ def test_the_random_workloads_do_leaf_wait():
         d = run_cycle(cfg, snapshot([job(1).nodes(4).submitted(99)], taken), 100.0)
         seen += 1 in d.pending_reasons and d.pending_reasons[1].code == "LeafWait"
     assert seen >= 5
+
+
+@pytest.mark.parametrize("leaf_wait, want_start, want_leaves", [
+    (0.0, 10.0, 2),  # off: at once, across both leaves
+    (50.0, 60.0, 2),  # its wait ends at 60 with no job ending or arriving then: the replay wakes for it
+    (2000.0, 1000.0, 1),  # leaf1 frees at 1000, inside the wait: it starts there
+])
+def test_the_replay_decides_a_leaf_wait_when_it_ends(leaf_wait, want_start, want_leaves):
+    def sim_job(job_id, submit, nodes, duration):
+        return SimJob(Job(id=job_id, queue="explore", num_nodes=nodes, gpus_per_node=8, time_limit=duration,
+                          submit_time=submit), float(duration), None)
+
+    cfg = with_settings(CLUSTER, leaf_wait=leaf_wait)
+    # 3 nodes busy in each leaf until 1000 (leaf1 first), then a 2-node gang: n04 + n08 free now
+    jobs = [sim_job(1, 0.0, 3, 1000), sim_job(2, 0.0, 3, 1200), sim_job(3, 10.0, 2, 100)]
+    res = simulate(jobs, cfg, check_invariants=True)
+    assert (res.start[2], res.leaves[2]) == (want_start, want_leaves)

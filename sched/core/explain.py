@@ -5,7 +5,7 @@ a reservation whatever the depth (reserve.py), and reads off:
   - its position among its queue's pending jobs in priority order;
   - the constraint that holds it: the reason code of its pending reason (Dependency,
     QuotaExceeded, UserLimit, JobArrayTaskLimit, QueueLimit, Invalid*, Resources, Topology,
-    Reservation, Priority), with the job it waits on where there is one;
+    LeafWait, Reservation, Priority), with the job it waits on where there is one;
   - the earliest estimated start and where: `now` and its placement if it would start in
     this cycle, else its reservation; None when no capacity estimate applies (a dependency,
     a quota, a limit) or the job can never fit.

@@ -28,6 +28,7 @@ from adsched.core.invariants import check
 from adsched.core.fairshare import accrue
 from adsched.core.memo import Memo
 from adsched.core.model import COMPLETED, RunningJob, Snapshot
+from adsched.core.reasons import LEAF_WAIT
 from adsched.core.schedule import schedule
 from .traces import SimJob, Workload
 
@@ -39,6 +40,16 @@ POLICIES: dict[str, dict[str, object]] = {
     # conservative backfill: every blocked job reserved on the availability profile
     "conservative": {"backfill": True, "topology_aware": True, "reservation_depth": ALL},
 }
+
+
+def _wake_after_leaf_waits(decisions, wakes: list[float]) -> None:
+    """A gang waiting for fewer leaves (scheduler.leaf_wait) must be decided again when its wait is over,
+    as a daemon's next periodic cycle would: the replay otherwise cycles only when a job ends or arrives."""
+    due = set(wakes)  # a job's wait ends at the same time every cycle: queued once
+    for reason in decisions.pending_reasons.values():
+        if reason.code == LEAF_WAIT and reason.time not in due:
+            due.add(reason.time)
+            heapq.heappush(wakes, reason.time)
 
 
 def policy_config(config: ClusterConfig, policy: str) -> ClusterConfig:
@@ -100,6 +111,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
     events: list[tuple[float, int, int, int]] = []  # (time, job index, run token, END or KILL)
     token = [0] * n  # bumped when a run stops early: that run's pending events are stale
     victims: dict[int, int] = {}  # signalled victim id -> its preemptor id, while it drains
+    wakes: list[float] = []  # when a LeafWait is over: a cycle is due then, even if nothing ends or arrives
+    leaf_waits = config.scheduler.leaf_wait > 0 and config.scheduler.topology_aware
     # The rest of the snapshot contract (model.Snapshot), as the store keeps it: the final state
     # of jobs others depend on, and fair-share usage accrued at every instant (when weighed).
     finished: dict[int, str] = {}
@@ -118,10 +131,14 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
     wall0 = clock()
     getattr_ = getattr
 
-    while next_sub < n or events:
-        now = events[0][0] if events else jobs[next_sub].job.submit_time
+    while next_sub < n or events or wakes:
+        now = events[0][0] if events else jobs[next_sub].job.submit_time if next_sub < n else wakes[0]
         if next_sub < n and jobs[next_sub].job.submit_time < now:
             now = jobs[next_sub].job.submit_time
+        if wakes and wakes[0] < now:
+            now = wakes[0]
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
         # 1. every event at `now`: job ends and preemption kills, then submissions
         while events and events[0][0] <= now:
             _, k, tok, kind = heapq.heappop(events)
@@ -171,6 +188,8 @@ def simulate(workload: Workload | list[SimJob], config: ClusterConfig, policy: s
             check(snap, decisions, config, now=now)
             t_check += clock() - c1
         res.cycles += 1
+        if leaf_waits:
+            _wake_after_leaf_waits(decisions, wakes)
         # 3. apply: cancels, preemptions (signal now, stop after the grace period), starts
         cancels = getattr_(decisions, "cancels", None)
         for job_id in cancels or ():
