@@ -84,6 +84,7 @@ def run_one(args, controller: bool, jobs) -> dict:
         (mc.jobs_dir / "bench-submit.sh").write_text(submit_script(jobs))
         mc.exec("setsid nohup bash /jobs/bench-submit.sh > /jobs/bench-submit.log 2>&1 < /dev/null &", timeout=30)
         submitted, seen = {}, {}
+        leaf_waited = set()  # jobs seen held with the core's LeafWait (published in their AdminComment)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             r = mc.exec(["squeue", "--all", "--json"], timeout=30)
@@ -91,6 +92,8 @@ def run_one(args, controller: bool, jobs) -> dict:
                 if not j["name"].startswith("b"):
                     continue
                 submitted[j["name"]] = j["submit_time"]
+                if "LeafWait" in str(j.get("admin_comment") or ""):
+                    leaf_waited.add(j["name"])
                 if j["job_state"] in ("RUNNING", "COMPLETING", "COMPLETED") and j["name"] not in seen:
                     seen[j["name"]] = (j["start_time"], expand(j["nodes"]))
             if len(seen) == len(jobs):
@@ -108,7 +111,7 @@ def run_one(args, controller: bool, jobs) -> dict:
     finally:
         mc.down()
     return {"submitted": submitted, "seen": seen, "status": json.loads(status.stdout) if controller else {},
-            "sdiag": sdiag, "config": mc.config, "decided": decided}
+            "sdiag": sdiag, "config": mc.config, "decided": decided, "leaf_waited": leaf_waited}
 
 
 def metrics(res, jobs) -> dict:
@@ -130,6 +133,7 @@ def metrics(res, jobs) -> dict:
             "mean bounded slowdown": statistics.mean(slow) if slow else float("nan"),
             "leaves per gang": statistics.mean(leaves) if leaves else float("nan"),
             "gangs": len(leaves),
+            "gangs seen in LeafWait": len(res["leaf_waited"]),
             "last start s": (max(starts) - min(res["submitted"].values())) if starts else float("nan"),
             "decision->start s": statistics.median(lag) if lag else "-"}
 
