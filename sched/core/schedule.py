@@ -13,7 +13,9 @@ config always give the same decisions. The phases:
      the job), array throttle and per-user running limits, then the queue quota (quota.py).
      A job that would borrow beyond its quota is deferred to phase 6.
   4. Admit the within-quota jobs in order: an all-or-nothing, topology-aware placement
-     (place.py) that delays no reservation (reserve.py); a gang that fits starts whole.
+     (place.py) that delays no reservation (reserve.py); a gang that fits starts whole,
+     unless it fits only across more leaves than it needs and has waited less than leaf_wait
+     (Cycle._leaf_wait): then it waits, reserved on its fewest leaves like a blocked job.
      A blocked job goes to phase 5 at its turn; if it does not preempt and is among the
      first `reservation_depth` ("all": every one), it gets a Reservation: the first time it
      fits for its whole time limit on the profile (past DEEP reservations starts are
