@@ -52,6 +52,11 @@ CASES = [
          pending=[job(1).queue("a"), job(2).queue("b").gpus(4)],
          running=FULL_BUT_ONE[:-3] + [running("a", 990, "n13", "n14")],
          want_starts={1: None, 2: None}, want_borrowing={1}),
+    Case("a preemptor's GPUs count against its queue's quota for every later job of the cycle",
+         pending=[job(1).queue("a").nodes(2), job(2).queue("a").gpus(1)],
+         running=FULL_BUT_ONE, preempting={1: (901, 902)},
+         want_pending={1: "Preempting"}, want_reservations={1: (100.0, ["n01", "n02"])},
+         want_starts={2: ["n16"]}, want_borrowing={2}),
 ]
 
 

@@ -458,9 +458,17 @@ class Capacity:
         gang holds a cell per node, once a cycle in every replay (bench/sim_replay.py)."""
         holds, held, owned, free_mask = self.holds, self.held, self._owned, self.free_mask
         log = None if self._trial is None else self._trial.log
+        pairs = self.resolve(placement)
+        if not holds and log is None and pairs:  # the cycle's first reservation, at EASY depth its only one
+            owned[owner] = dict(pairs)
+            for i, bits in pairs:
+                holds[i] = {owner: bits}
+                held[i] = bits
+            self._sync([i for i, bits in pairs if free_mask[i] & bits])
+            return
         mine = owned.get(owner)
         nodes = []  # those whose free GPUs change: a node whose held GPUs are all busy keeps its own
-        for i, bits in self.resolve(placement):
+        for i, bits in pairs:
             if mine is None:  # no empty entries are kept (as _write)
                 mine = owned[owner] = {}
             owners = holds.get(i)
@@ -516,7 +524,9 @@ class _RunningBusy:
         # its id stays its own while the entry lives.
         self.placements: dict[int, tuple[Placement, list[tuple[int, int]]]] = {}
         self.unavailable: frozenset[str] = frozenset()
-        self.last: dict[int, Placement] = {}  # the last snapshot's placements by id (kept alive)
+        # The placements (by id, kept alive) of the last snapshot that was mostly new to this
+        # one: a shell that makes new objects every cycle shows as two such in a row.
+        self.last: dict[int, Placement] = {}
 
     def update(self, snapshot: Snapshot) -> bool:
         """Step to the snapshot's running jobs and down nodes; False if the Capacity must be
@@ -525,14 +535,16 @@ class _RunningBusy:
         every cycle (the store reads them from SQLite: a step would cost more than a build)."""
         cap, mine = self.cap, self.placements
         now = {id(run.placement): run.placement for run in snapshot.running}
-        kept = len(now.keys() & self.last.keys())
-        self.last = now
-        if len(now) > 8 and kept * 2 < len(now):
-            self.__init__(self.fresh)
+        new = now.keys() - mine.keys()
+        if len(new) > 8 and len(new) * 2 > len(now):  # mostly new to us: new to the last snapshot too?
+            kept = len(now.keys() & self.last.keys())
             self.last = now
-            return False
+            if kept * 2 < len(now):
+                self.__init__(self.fresh)
+                self.last = now
+                return False
         added = []
-        for pid in now.keys() - mine.keys():
+        for pid in new:
             placement = now[pid]
             if not cap.frozen(placement):
                 return False
@@ -541,7 +553,8 @@ class _RunningBusy:
                 found = cap._resolve_running(placement)
             added.append((pid, placement, found[1]))
         busy, changed = cap.busy, set()
-        for pid in mine.keys() - now.keys():
+        ended = mine.keys() - now.keys() if len(mine) + len(new) > len(now) else ()  # else all kept
+        for pid in ended:
             for i, bits in mine.pop(pid)[1]:
                 busy[i] &= ~bits
                 changed.add(i)

@@ -29,15 +29,26 @@ WITHIN, BORROW = "within", "borrow"
 
 class Usage:
     def __init__(self, snapshot: Snapshot, committed: tuple[Job, ...] = ()):
+        # Counted on first need (_counted): a cycle whose queues have neither quota nor
+        # running limits, and whose jobs no array throttle, never needs them.
+        self._running = snapshot.running
+        self._uncounted: list[Job] | None = []  # committed or started before: counted after the running
         self.queue_gpus: dict[str, float] = {}
         self.user_jobs: dict[tuple[str, str], int] = {}
         self.array_tasks: dict[int, int] = {}
-        for run in snapshot.running:
-            self._count(run.job)
         # Draining preemptors count as running for every other job (quota, user and array limits).
         self.committed: set[int] = set()
         for job in committed:
             self.commit(job)
+
+    def _counted(self) -> "Usage":
+        if self._uncounted is not None:
+            jobs, self._uncounted = self._uncounted, None
+            for run in self._running:  # in the order an eager count would add them
+                self._count(run.job)
+            for job in jobs:
+                self._count(job)
+        return self
 
     def commit(self, job: Job) -> None:
         """A preemptor from now until it starts: its share is held against everyone else's."""
@@ -46,6 +57,9 @@ class Usage:
             self._count(job)
 
     def _count(self, job: Job) -> None:
+        if self._uncounted is not None:
+            self._uncounted.append(job)
+            return
         self.queue_gpus[job.queue] = self.queue_gpus.get(job.queue, 0.0) + gpu_equiv(job)
         key = (job.queue, job.user)
         self.user_jobs[key] = self.user_jobs.get(key, 0) + 1
@@ -63,12 +77,12 @@ class Usage:
         """Why a running-count limit holds the job back now, or None."""
         own = 1 if job.id in self.committed else 0  # a committed job is not its own competitor
         if job.array_throttle is not None and job.array_id is not None:
-            n = self.array_tasks.get(job.array_id, 0) - own
+            n = self._counted().array_tasks.get(job.array_id, 0) - own
             if n >= job.array_throttle:
                 return reasons.array_task_limit(job.array_id, n, job.array_throttle)
         cap = config.queues[job.queue].max_running_per_user
         if cap is not None:
-            n = self.user_jobs.get((job.queue, job.user), 0) - own
+            n = self._counted().user_jobs.get((job.queue, job.user), 0) - own
             if n >= cap:
                 return reasons.user_limit(job.user, n, job.queue, cap)
         return None
@@ -78,7 +92,7 @@ class Usage:
         q = config.queues[job.queue]
         if q.quota_gpus is None:
             return WITHIN
-        used = self.queue_gpus.get(q.name, 0.0)
+        used = self._counted().queue_gpus.get(q.name, 0.0)
         need = job.num_nodes * job.gpus_per_node if job.mig is None else gpu_equiv(job)
         if job.id in self.committed:
             used -= gpu_equiv(job)  # its own commitment is what it asks for, not someone else's use

@@ -91,7 +91,7 @@ class Cycle:
         self._commits = 0  # usage.commit calls so far: a per-user count may change without a generation
         # Preemption (phase 5): the victims of earlier cycles still running, per preemptor;
         # how many more jobs may search this cycle; victims and preemptors of this cycle.
-        running = {r.job.id: r for r in snapshot.running}
+        running = {r.job.id: r for r in snapshot.running} if snapshot.preempting else {}
         self._draining = {p: tuple(running[v] for v in sorted(vs) if v in running)
                           for p, vs in snapshot.preempting.items()}
         self._draining = {p: runs for p, runs in self._draining.items() if runs}
