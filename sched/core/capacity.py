@@ -14,8 +14,8 @@ so "can N nodes with G free GPUs be had, and within how many leaves?" never scan
 A GPU is free when it is neither busy (a running or just-started job holds it) nor held
 (a reservation promises it to a blocked job). Holds are per reservation, so backfill can
 lift one reservation's hold for a job that ends before that reservation starts;
-`fitting_counts` answers "how many nodes would fit if these holds were lifted?" without
-lifting them (the scheduler asks it for every backfill candidate).
+a WhatIf answers "how many nodes would fit if these holds were lifted?" without lifting
+them (the scheduler asks it for every backfill candidate; `fitting_counts` gives its counts).
 MIG-split GPUs are not in the whole-GPU masks at all; their slices are tracked apart.
 
 What depends on the config alone (names, leaves, spines, masks, MIG slots, the counters of

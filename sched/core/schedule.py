@@ -83,7 +83,9 @@ class Cycle:
         # and nothing of their own to check (no dependency, array or per-user limit) meet the
         # same state and get the same outcome, so it is remembered per request.
         self.generation = 0
-        self._fitting: dict[tuple, Fitting] = {}  # Capacity.fitting_counts memo
+        # (generation, GPUs per node, lifted reservations) -> the WhatIf that lifts them (its
+        # counts; placed on by _place_lent), or the Fitting counts carried over by _reserve.
+        self._fitting: dict[tuple, WhatIf | Fitting] = {}
         self._per_user = {name for name, q in config.queues.items() if q.max_running_per_user is not None}
         # Queues whose blocked jobs may search for victims (_preempt): a search uses up one of
         # the cycle's preemption_depth, so such a job's outcome is reused only once none is left.
@@ -449,10 +451,10 @@ class Cycle:
         if found is None:
             if self._fitting and next(iter(self._fitting))[0] != self.generation:
                 self._fitting.clear()  # capacity changed since: all stale
-            found = self._fitting[key] = self.cap.fitting_counts(job.gpus_per_node, lifted)
+            found = self._fitting[key] = self._lent(job, lifted)
         verdict = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                                  self.settings.topology_aware, what_if=found, pick=False)
-        if verdict is None:  # first fit under a leaf limit: the counters cannot tell
+        if verdict is None:  # carried counts, first fit under a leaf limit: they cannot tell
             verdict = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                                      self.settings.topology_aware, what_if=self._lent(job, lifted), pick=False)
         return verdict
@@ -460,7 +462,9 @@ class Cycle:
     def _place_lent(self, job: Job, lenders: list[int]) -> tuple[object, Placement | None]:
         """find_placement's picks, and the placement they make, as if reservations `lenders`
         lent their GPUs; their holds stay (the Capacity is as before)."""
-        what_if = self._lent(job, lenders)
+        what_if = self._fitting.get((self.generation, job.gpus_per_node, frozenset(lenders)))
+        if not isinstance(what_if, WhatIf):  # _would_place's, just asked, unless carried counts
+            what_if = self._lent(job, lenders)
         picks = find_placement(self.cap, job.num_nodes, job.gpus_per_node, job.max_leaves,
                                self.settings.topology_aware, what_if=what_if)
         return picks, None if isinstance(picks, NoFit) else what_if.peek(picks)
@@ -511,9 +515,10 @@ class Cycle:
         self._note_first(r)
         self._backfill_reserved += job.id != self.focus
         # With this new hold lifted too, the capacity is what it was before it: the fitting
-        # counts known now stay right for the next generation (the job held nothing yet).
+        # counts known now stay right for the next generation (the job held nothing yet). The
+        # counts only: a WhatIf would read the new hold where it places.
         carried = {} if self._deep() else {
-            (g + 1, gpus, lifted | {job.id}): counts
+            (g + 1, gpus, lifted | {job.id}): Fitting(counts.have, counts.counts)
             for (g, gpus, lifted), counts in self._fitting.items() if g == self.generation}
         self.cap.hold(job.id, r.placement)
         self._took(r.placement, r.start_time, r.start_time + job.time_limit, job.id)
