@@ -87,6 +87,17 @@ CASES = [
         running=[busy(900, "n01", ends=50)] + [busy(900 + i, f"n{i:02d}") for i in range(2, 14)],
         want_reservations={1: (100.0, ["n01", "n14", "n15", "n16"])},
     ),
+    Case(
+        # Job 2's own blocking is explained before its reservation exists; job 3's must see it:
+        # lifting job 1's hold frees n04 only, lifting job 2's too frees n03 as well.
+        "the reservation named is one made after an earlier job's reason",
+        config=with_settings(cluster(leaves=2, nodes_per_leaf=4, gpus=8), reservation_depth=2),
+        pending=[job(1).nodes(4).limit(1000), job(2).nodes(3).limit(5000), job(3).nodes(2).limit(5000)],
+        running=[job(100).limit(1000).running_on("n01", "n02", start=100.0),
+                 job(101).limit(100_000).running_on("n05", "n06", "n07", "n08")],
+        want_reservations={1: (1100.0, ["n01", "n02", "n03", "n04"]), 2: (2100.0, ["n01", "n02", "n03"])},
+        want_pending={1: "Resources", 2: "Resources", 3: ("Reservation", {"job": 2, "time": 2100.0})},
+    ),
 ]
 
 

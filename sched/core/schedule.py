@@ -79,6 +79,8 @@ class Cycle:
         # Per-cycle memos, so the 10,000th job costs a few dict look-ups (bench/cycle.py):
         self._invalid: dict[tuple, Reason | None] = {}  # request -> validate_job
         self._unsafe: dict[int, tuple[int, ...]] = {}  # time limit -> reservations it overlaps
+        self._by_start: list[Reservation] = []  # the reservations by (start, job id), for _why
+        self._culprits: dict[int, Reason] = {}  # reservation job id -> _why's reason naming it
         # Bumped by every start and reservation: between two bumps, jobs with the same request
         # and nothing of their own to check (no dependency, array or per-user limit) meet the
         # same state and get the same outcome, so it is remembered per request.
@@ -479,17 +481,23 @@ class Cycle:
         """Name the reservation the job would delay, if lifting holds (earliest first) lets it fit."""
         if not unsafe:
             return reason
-        by_start = sorted((r for r in self.decisions.reservations if r.job_id in unsafe),
-                          key=lambda r: (r.start_time, r.job_id))
+        res = self.decisions.reservations
+        if len(self._by_start) != len(res):  # reservations are only ever added: one more since
+            self._by_start = sorted(res, key=lambda r: (r.start_time, r.job_id))
         lifted, culprit = [], None
-        for r in by_start:
-            lifted.append(r.job_id)
-            if not isinstance(self._would_place(job, lifted), NoFit):
-                culprit = r
-                break
+        for r in self._by_start:
+            if r.job_id in unsafe:
+                lifted.append(r.job_id)
+                if not isinstance(self._would_place(job, lifted), NoFit):
+                    culprit = r
+                    break
         if culprit is None:
             return reason
-        return reasons.reservation(culprit.job_id, culprit.start_time, tuple(a.node for a in culprit.placement))
+        found = self._culprits.get(culprit.job_id)
+        if found is None:  # a reservation stays as made all cycle: so does the reason naming it
+            found = self._culprits[culprit.job_id] = reasons.reservation(
+                culprit.job_id, culprit.start_time, tuple(a.node for a in culprit.placement))
+        return found
 
     def _reserve(self, job: Job) -> None:
         """Give a blocked job (one of the first `reservation_depth`) its place and time."""
