@@ -38,8 +38,10 @@ class Timeline:
         self.now = now
         # (time, seq, kind, payload); seq makes the order total and deterministic.
         self.events: list[tuple[float, int, int, object]] = sorted(
-            (max(now, r.end_time), k, _GIVE, r.placement) for k, r in enumerate(running)
+            [(max(now, r.end_time), k, _GIVE, r.placement) for k, r in enumerate(running)]
         )
+        # A running job past its time limit: it ends now (and is first).
+        self.overdue = bool(self.events) and self.events[0][0] <= now
         self._seq = len(self.events)
         # Reservations of this cycle that start later than now: owner -> start (the walk lends
         # their GPUs to a start that ends by then).

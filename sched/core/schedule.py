@@ -125,7 +125,8 @@ class Cycle:
         # walk over the job ends instead (the same answers; while every reservation starts now,
         # remembered across cycles in the Memo).
         self.timeline = Timeline(snap.running, self.now) if self.reserving else None
-        self._overdue = any(r.end_time <= self.now for r in snap.running)
+        self._overdue = (self.timeline.overdue if self.timeline is not None
+                         else any(r.end_time <= self.now for r in snap.running))
         self._taken: list[tuple[Placement, float, float]] = []
         # A preemptor keeps its quota from the moment it chooses victims until it starts (quota.py).
         self.usage = Usage(snap, committed=tuple(j for j in snap.pending if j.id in snap.preempting
