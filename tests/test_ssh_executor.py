@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import replace
 
+import paramiko
 import pytest
 
 from adsched.standalone.daemon import Daemon
@@ -83,6 +84,24 @@ def test_gang_runs_over_ssh(tmp_path, sshd):
     outs = sorted((tmp_path / "jobs" / str(job_id) / f"rank-{r}.out").read_text().strip() for r in range(2))
     assert outs == ["0 0,1 127.0.0.1", "1 0,1 127.0.0.1"]
     ex.close()
+
+
+def test_commands_with_input_make_no_stdin_file_whose_finalizer_can_hang_the_connection(tmp_path, sshd, monkeypatch):
+    # paramiko's ChannelStdinFile takes the channel lock when finalized; the garbage collector may run that on
+    # the transport thread while it holds the lock (paramiko issue 2685): the connection then hangs for good.
+    # A launch sends the rank's environment on stdin, and must still get there without such a file.
+    made = []
+    real_init = paramiko.ChannelStdinFile.__init__
+    monkeypatch.setattr(paramiko.ChannelStdinFile, "__init__",
+                        lambda self, *a, **kw: (made.append(1), real_init(self, *a, **kw))[1])
+    store, ex = make(tmp_path, sshd)
+    code = "import os; print(os.environ['NODE_RANK'], os.environ['MASTER_ADDR'])"
+    job_id = store.submit(JobRequest(py(code), nodes=2, gpus_per_node=1, workdir=str(tmp_path)), time.time())
+    Daemon(store, ex).run(until_idle=True, max_seconds=60)
+    ex.close()
+    assert (store.job(job_id).state, made) == ("COMPLETED", [])
+    outs = sorted((tmp_path / "jobs" / str(job_id) / f"rank-{r}.out").read_text().strip() for r in range(2))
+    assert outs == ["0 127.0.0.1", "1 127.0.0.1"]
 
 
 def test_failed_rank_over_ssh_stops_the_gang(tmp_path, sshd):

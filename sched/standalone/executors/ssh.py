@@ -113,15 +113,7 @@ class SSHExecutor:
         """`sent_point`: a crash point (crashpoints.py) once the command is on its way, before its answer."""
         for attempt in (1, 2):  # a connection the node dropped is reopened once; then the node is lost
             try:
-                channel_in, stdout, stderr = self._client(node).exec_command(command, timeout=timeout)
-                if stdin is not None:  # data for the command (never part of the command line)
-                    channel_in.write(stdin)
-                    channel_in.flush()
-                    channel_in.channel.shutdown_write()
-                if sent_point:
-                    crashpoints.hit(sent_point)
-                out, err = stdout.read().decode(), stderr.read().decode()
-                return stdout.channel.recv_exit_status(), out, err
+                return self._exec(self._client(node), command, timeout, stdin, sent_point)
             except (OSError, EOFError, paramiko.SSHException) as e:
                 with self._lock:
                     dropped = self._clients.pop(self.addresses[node], None)
@@ -130,6 +122,30 @@ class SSHExecutor:
                 if attempt == 2:
                     raise NodeFailure(node, f"node {node} ({self.addresses[node]}) stopped answering: {e}") from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _exec(client: paramiko.SSHClient, command: str, timeout: float, stdin: bytes | None,
+              sent_point: str | None) -> tuple[int, str, str]:
+        """SSHClient.exec_command on a bare channel: its stdin file (ChannelStdinFile) is never made. That
+        file's finalizer takes the channel's lock; run by the garbage collector on paramiko's transport
+        thread while that thread holds the lock, it hangs the connection for good (paramiko issue 2685,
+        seen here as a test stuck in client.close())."""
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("SSH session not active")
+        channel = transport.open_session(timeout=timeout)
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            if stdin is not None:  # data for the command (never part of the command line)
+                channel.sendall(stdin)
+                channel.shutdown_write()
+            if sent_point:
+                crashpoints.hit(sent_point)
+            out, err = channel.makefile("rb").read().decode(), channel.makefile_stderr("rb").read().decode()
+            return channel.recv_exit_status(), out, err
+        finally:
+            channel.close()
 
     def close(self) -> None:
         for c in self._clients.values():
