@@ -10,7 +10,8 @@ The slice is scaled to mini8 (procs -> nodes x 8 GPUs, clamped to the cluster),
 its submit times compressed by --speedup and its run times scaled so the longest lasts --max-run seconds (time
 limits are whole minutes in Slurm: every job asks its run time rounded up to the minute). Jobs are submitted by one
 script inside the controller container at their compressed times; squeue --json is polled for starts.
-Prints, for each: mean and p95 wait, mean bounded slowdown (10 s bound), mean leaves per multi-node gang, makespan;
+Prints, for each: mean and p95 wait, mean bounded slowdown (10 s bound), mean leaves per multi-node gang, makespan,
+the mean handoff gap (a waiting job's start minus the last job end before it, whole seconds);
 then the controller's cycle cost (median) beside sdiag's main and backfill cycle figures. Goals (not asserted):
 the controller spans no more leaves and has no longer mean wait.
 """
@@ -99,6 +100,10 @@ def run_one(args, controller: bool, jobs) -> dict:
             if len(seen) == len(jobs):
                 break
             time.sleep(1)
+        ended = {}  # job name -> its end time, for the handoff gaps (squeue keeps ended jobs for MinJobAge)
+        for j in json.loads(mc.exec(["squeue", "--all", "--json"], timeout=30).stdout).get("jobs", []):
+            if j["name"] in seen and j.get("end_time") and j["job_state"] in ("COMPLETED", "COMPLETING"):
+                ended[j["name"]] = j["end_time"]
         status = mc.exec(["adsched", "slurm", "status", "--state", "/jobs/adsched-state", "--json"], timeout=30)
         sdiag = mc.exec(["sdiag"], timeout=30).stdout
         decided = {}  # job name -> when the controller decided its start (its first 'start' event)
@@ -111,7 +116,19 @@ def run_one(args, controller: bool, jobs) -> dict:
     finally:
         mc.down()
     return {"submitted": submitted, "seen": seen, "status": json.loads(status.stdout) if controller else {},
-            "sdiag": sdiag, "config": mc.config, "decided": decided, "leaf_waited": leaf_waited}
+            "sdiag": sdiag, "config": mc.config, "decided": decided, "leaf_waited": leaf_waited, "ended": ended}
+
+
+def handoff_gaps(res) -> list[float]:
+    """For each job that waited: seconds from the last end before its start to its start (whole seconds, as
+    squeue gives them): the time its scheduler took to hand it the nodes a job ending had freed."""
+    ends = sorted(res["ended"].values())
+    gaps = []
+    for key, (start, _) in res["seen"].items():
+        before = [e for e in ends if e <= start]
+        if start > res["submitted"][key] and before:
+            gaps.append(start - before[-1])
+    return gaps
 
 
 def metrics(res, jobs) -> dict:
@@ -135,7 +152,8 @@ def metrics(res, jobs) -> dict:
             "gangs": len(leaves),
             "gangs seen in LeafWait": len(res["leaf_waited"]),
             "last start s": (max(starts) - min(res["submitted"].values())) if starts else float("nan"),
-            "decision->start s": statistics.median(lag) if lag else "-"}
+            "decision->start s": statistics.median(lag) if lag else "-",
+            "end->next start s (mean)": statistics.mean(gaps) if (gaps := handoff_gaps(res)) else "-"}
 
 
 def sdiag_figures(text: str) -> str:
