@@ -519,14 +519,19 @@ class _RunningBusy:
 
     def __init__(self, fresh: Callable[[], Capacity]):
         self.fresh = fresh  # an idle Capacity on the same layout
-        self.cap = fresh()
+        self._start_over({})
+
+    def _start_over(self, last: dict[int, Placement]) -> bool:
+        """Forget every placement (the next update steps from an idle cluster); False, for update."""
+        self.cap = self.fresh()
         # id(placement) -> (placement, its (node index, GPU bits)); the placement is kept, so
         # its id stays its own while the entry lives.
         self.placements: dict[int, tuple[Placement, list[tuple[int, int]]]] = {}
         self.unavailable: frozenset[str] = frozenset()
         # The placements (by id, kept alive) of the last snapshot that was mostly new to this
         # one: a shell that makes new objects every cycle shows as two such in a row.
-        self.last: dict[int, Placement] = {}
+        self.last: dict[int, Placement] = last
+        return False
 
     def update(self, snapshot: Snapshot) -> bool:
         """Step to the snapshot's running jobs and down nodes; False if the Capacity must be
@@ -540,9 +545,7 @@ class _RunningBusy:
             kept = len(now.keys() & self.last.keys())
             self.last = now
             if kept * 2 < len(now):
-                self.__init__(self.fresh)
-                self.last = now
-                return False
+                return self._start_over(now)
         added = []
         for pid in new:
             placement = now[pid]
@@ -562,9 +565,7 @@ class _RunningBusy:
             mine[pid] = (placement, pairs)
             for i, bits in pairs:
                 if busy[i] & bits:  # a GPU of two running placements: not ours to step
-                    self.__init__(self.fresh)
-                    self.last = now
-                    return False
+                    return self._start_over(now)
                 busy[i] |= bits
                 changed.add(i)
         if snapshot.unavailable != self.unavailable:  # rare: every count from scratch
