@@ -177,6 +177,7 @@ def main() -> None:
     p.add_argument("--speedup", type=float, default=600.0)
     p.add_argument("--max-run", type=float, default=20.0, help="seconds the slice's longest job runs")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--per-job", action="store_true", help="also print each job's wait and nodes on both sides")
     p.add_argument("--leaf-wait", type=float, default=20.0,
                    help="the controller's [scheduler] leaf_wait in seconds (0: off); Slurm alone is as configured")
     args = p.parse_args()
@@ -203,6 +204,24 @@ def main() -> None:
           f" (schedule() {st.get('decide_median_ms')} ms)")
     for n in names:
         print(f"sdiag ({n}): {sdiag_figures(results[n][1]['sdiag'])}")
+    if args.per_job:
+        print_per_job(jobs, [results[n][1] for n in names])
+
+
+def print_per_job(jobs, sides) -> None:
+    """One line a job in submit order: its size, then on each side its wait and the nodes it ran on."""
+    print(f"{'job':>8} {'at s':>6} {'nodes':>5} {'run s':>5} | {'Slurm wait':>10} {'nodes':<14} | "
+          f"{'ctl wait':>8} {'nodes':<14}")
+    for j in jobs:
+        cells = []
+        for res in sides:
+            if j["key"] in res["seen"]:
+                start, where = res["seen"][j["key"]]
+                cells.append(f"{start - res['submitted'][j['key']]:>{10 if not cells else 8}} "
+                             f"{','.join(n.removeprefix('node') for n in where):<14}")
+            else:
+                cells.append(f"{'-':>{10 if not cells else 8}} {'':<14}")
+        print(f"{j['key']:>8} {j['at']:>6.1f} {j['nodes']:>5} {j['run']:>5} | {cells[0]} | {cells[1]}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,33 @@ def test_a_released_job_that_does_not_start_is_held_again_and_redecided(slurm, s
     assert sum(c[:2] == ["scontrol", "release"] for c in slurm.sent) == 2
 
 
+@pytest.mark.parametrize("ended_ago, victim, want_started", [
+    (1, False, True),  # its epilogs run: the next job is pinned on its nodes now (Slurm starts it when they end)
+    (29, False, True),
+    (31, False, False),  # completing longer than a release may take (30 s): a hung epilog, its nodes stay busy
+    (1, True, False),  # a preemption's victim being requeued: its nodes go to the preemptor, as the preemption says
+])
+def test_a_completing_job_hands_its_nodes_to_the_next_job(slurm, state, ended_ago, victim, want_started):
+    clock = Clock()
+    ctl = controller(state, slurm, clock, release_timeout=30)
+    first = slurm.submit(nodes=8, partition="explore" if victim else "train")
+    ctl.cycle()
+    slurm.tick()
+    ctl.cycle()
+    if victim:
+        with ctl.store.transaction():  # requeued held by a preemption (job 99's)
+            ctl.store.conn.execute("UPDATE slurm_ctl SET phase = 'held', preempted_by = 99 WHERE job_id = ?",
+                                   (first,))
+    slurm.jobs[first].update(job_state="COMPLETING", end_time=clock.t - ended_ago)
+    second = slurm.submit(nodes=8)
+    report = ctl.cycle()
+    assert (report.started == [second]) == want_started
+    if want_started:
+        assert slurm.jobs[second]["required_nodes"] == "node[1-8]" and slurm.jobs[second]["priority"] > 0
+    else:
+        assert slurm.jobs[second]["priority"] == 0 and slurm.jobs[second]["required_nodes"] == ""
+
+
 def test_running_elsewhere_and_vanished_jobs_are_mismatches(slurm, state):
     a, b = slurm.submit(nodes=1), slurm.submit(nodes=1)
     ctl = controller(state, slurm)

@@ -17,7 +17,9 @@ job starts, when and on which nodes, and which jobs are preempted:
                     (published.py) for the users who cannot read the store; `adsub queue` / `show` /
                     `explain` show them;
   - reservations need nothing on Slurm's side: nothing starts without a release, so a later
-    job only starts where the core let it backfill.
+    job only starts where the core let it backfill;
+  - a job that ended and is COMPLETING hands its nodes over (Controller._handing_over): the next
+    job is pinned there and released at once, and Slurm starts it when the last epilog reports.
 
 Crash safety: every action is written to the store as an intent (table slurm_ctl) before its
 command is sent, and every command is safe to send again. Each cycle first reconciles Slurm with
@@ -389,9 +391,12 @@ class Controller:
     def snapshot(self, view: SlurmView, rows: dict[int, Row], now: float | None) -> Snapshot:
         """The Snapshot the standalone store would build, from Slurm's jobs and nodes (usage accrues with `now`)."""
         pending_jobs = [j for j in view.jobs.values() if j.state == "PENDING" and not self._releasing(j, rows)]
-        # Running: what holds nodes in Slurm, and the jobs released on the nodes the core chose that
-        # Slurm has not started yet (they will start there: nobody else may have those nodes).
-        running = [(j, j.nodes, rows.get(j.id)) for j in view.jobs.values() if j.state in ACTIVE and j.nodes]
+        # Running: what holds nodes in Slurm (but a job handing its nodes over), and the jobs released on the
+        # nodes the core chose that Slurm has not started yet (they will start there: nobody else may have those
+        # nodes).
+        at = self.clock() if now is None else now
+        running = [(j, j.nodes, rows.get(j.id)) for j in view.jobs.values()
+                   if j.state in ACTIVE and j.nodes and not self._handing_over(j, rows, at)]
         running += [(j, rows[j.id].nodes, rows[j.id]) for j in view.jobs.values()
                     if j.state == "PENDING" and self._releasing(j, rows)]
         placements = placement_for(view, running)
@@ -453,6 +458,19 @@ class Controller:
         if row is not None and row.preempted_by is not None:
             return None
         return float(eligible) if isinstance(eligible, (int, float)) and eligible > 0 else None
+
+    def _handing_over(self, j: SlurmJob, rows: dict[int, Row], now: float) -> bool:
+        """A job that ended and is COMPLETING (its epilogs run) hands its nodes over: the core may start the
+        next job there now, and Slurm starts it the moment the last epilog reports (22.05 proc_req.c: the
+        epilog-complete RPC runs the main scheduler at once), as Slurm alone starts its next job. Otherwise the
+        core sees those nodes busy until the job's time limit (so it backfills around them), and once they are
+        free a release still waits for slurmctld's next 1 s tick. Not for a preemption's victim (its requeue is
+        the preemption's), nor for a job completing longer than a release may take to start (a hung epilog:
+        its nodes may never free)."""
+        if j.state != "COMPLETING" or not j.end_time or now - j.end_time > self.release_timeout:
+            return False
+        row = rows.get(j.id)
+        return row is None or (row.phase != PREEMPTING and row.preempted_by is None)
 
     @staticmethod
     def _releasing(j: SlurmJob, rows: dict[int, Row]) -> bool:
