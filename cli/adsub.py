@@ -193,9 +193,12 @@ SHORT = {"PENDING": "PD", "RUNNING": "R", "COMPLETED": "CD", "FAILED": "F", "CAN
 @click.option("-u", "--user", default=None, help="Only this user's jobs.")
 @click.option("-q", "-p", "--queue", "--partition", "queue", default=None, help="Only this queue (partition).")
 @click.option("-t", "--states", "states_text", default=None, metavar="LIST", help="Only these states, e.g. PD,R or CD.")
+@click.option("--start", "with_start", is_flag=True,
+              help="Only pending jobs, with the start the scheduler expects (squeue --start): the jobs it would "
+                   "start now or holds a reservation for; N/A for the others.")
 @json_option
 @library_errors
-def queue(state_dir, show_all, user, queue, states_text, as_json):
+def queue(state_dir, show_all, user, queue, states_text, with_start, as_json):
     """List jobs like squeue: pending and running (all with -a)."""
     from adsched import jobrefs  # not on submit's path
 
@@ -204,15 +207,29 @@ def queue(state_dir, show_all, user, queue, states_text, as_json):
         from adsched.standalone.accounting import parse_states
 
         states = parse_states(states_text)
+    if with_start:
+        states = ("PENDING",)
+    now = time.time()
+    starts = backend.estimated_starts(now) if with_start else {}
     if as_json:
-        print_json([j.to_dict() for j in backend.jobs(states=states, user=user, queue=queue)])
+        rows = [j.to_dict() for j in backend.jobs(states=states, user=user, queue=queue)]
+        print_json([{**r, "estimated_start": starts.get(r["id"])} for r in rows] if with_start else rows)
         return
     jobs = backend.listing(states=states, user=user, queue=queue)  # only the columns shown: fast on 10,000
-    now = time.time()
+    if with_start:
+        rows = [[label, j.queue, j.name[:20], j.user, SHORT.get(j.state, j.state), _start_cell(starts.get(j.id), now),
+                 j.num_nodes, _gpus(j), f"({j.reason or 'None'})"] for label, j, _ in jobrefs.group_arrays(jobs)]
+        print_table(["JOBID", "QUEUE", "NAME", "USER", "ST", "START_TIME", "NODES", "GPUS", "REASON"], rows)
+        return
     rows = [[label, j.queue, j.name[:20], j.user, SHORT.get(j.state, j.state), _elapsed(j, now), j.num_nodes,
              _gpus(j), compress(j.nodelist.split(",")) if j.state != "PENDING" else f"({j.reason or 'None'})"]
             for label, j, _ in jobrefs.group_arrays(jobs)]  # an array's pending tasks: one 123_[4-99%5] line
     print_table(["JOBID", "QUEUE", "NAME", "USER", "ST", "TIME", "NODES", "GPUS", "NODELIST(REASON)"], rows)
+
+
+def _start_cell(ts: float | None, now: float) -> str:
+    """squeue --start's START_TIME: local ISO time, N/A without an estimate."""
+    return "N/A" if ts is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(max(ts, now)))
 
 
 @main.command()

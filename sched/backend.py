@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from .errors import InvalidRequest, NotFound, PermissionDenied
 from .jobspec import JobRequest, build_job
@@ -36,6 +37,8 @@ class Backend(Protocol):
     def cancel(self, job_id: int, now: float, by=None) -> str: ...
 
     def events(self, job_id: int | None = None) -> list[dict]: ...
+
+    def estimated_starts(self, now: float) -> dict[int, float]: ...
 
 
 def open_backend(state_dir: str | Path, runner: "Runner | None" = None) -> Backend:
@@ -65,13 +68,15 @@ _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPE
 
 
 class SlurmBackend:
-    def __init__(self, store: Store | None, client: SlurmClient, public: tuple[str, object] | None = None):
+    def __init__(self, store: Store | None, client: SlurmClient, public: tuple[str, object] | None = None,
+                 clock: Callable[[], float] = time.time):
         """`store`: the cluster config, and the events the hooks and the controller write. None for a user who
         may not read it: then `public` (publicconfig.read_public_config) gives the config, and what the store
         would add (the hooks' events) is left out; the controller's pending reasons come from Slurm."""
         self.store = store
         self.public_toml, self.config = public if store is None else (None, store.config)
         self.client = client
+        self.clock = clock  # to tell whether the controller's last cycle is recent
 
     def submit(self, req: JobRequest, now: float) -> int:
         for flag, value in (("--gpus PROFILE:N (MIG)", req.mig), ("--signal", req.signal)):
@@ -99,7 +104,7 @@ class SlurmBackend:
             return reasons(jobs)
         from adsched.slurm.controller import pending_reasons
 
-        return pending_reasons(self.store)
+        return pending_reasons(self.store, self.clock())
 
     def _prolog_failures(self, jobs: list[SlurmJob]) -> dict[int, str]:
         """{job id: why its prolog failed} from the node reasons the failing prolog wrote (public: sinfo), for
@@ -126,6 +131,11 @@ class SlurmBackend:
                 continue
             out.append(rec)
         return sorted(out, key=lambda r: r.id)
+
+    def estimated_starts(self, now: float) -> dict[int, float]:
+        """{pending job id: the start the controller's last cycle expects} (controller mode; empty otherwise)."""
+        return {job_id: est for job_id, (_, est) in self._core_reasons(self.client.jobs()).items()
+                if est is not None}
 
     listing = jobs  # Store.listing's shape: JobRecords have every attribute a listing row has
 

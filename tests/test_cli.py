@@ -1,6 +1,7 @@
 """CLI tests through click's CliRunner: thin commands, clear one-line errors, --json."""
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -174,3 +175,24 @@ def test_checkpointed_needs_a_running_job(state):
     sub(state, "--", "true")
     r = CliRunner().invoke(adsub_cli.main, ["checkpointed", "--state", state, "1"])
     assert r.exit_code == 2 and "job 1 is not running" in r.output
+
+
+def test_queue_start_shows_the_cores_estimated_starts(state):
+    """`adsub queue --start` (squeue --start): a gang blocked behind a running job expects to start when that
+    job's time limit runs out; a job waiting on a dependency has no estimate."""
+    from adsched.core.schedule import schedule
+
+    sub(state, "-N", "12", "-q", "explore", "-t", "1:00:00", "--", "true")
+    store, t0 = Store(state), time.time()
+    store.record_cycle(schedule(store.snapshot(t0), store.config, t0), t0)  # job 1 runs from t0
+    sub(state, "-N", "8", "-q", "train", "-t", "2:00:00", "--", "true")  # 4 nodes free: waits for job 1
+    sub(state, "-N", "1", "-q", "train", "-d", "afterok:2", "--", "true")
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", state, "--start", "--json"])
+    assert r.exit_code == 0, r.output
+    want = {2: t0 + 3600, 3: None}  # job 1 is running: not listed
+    assert {j["id"]: j["estimated_start"] for j in json.loads(r.output)} == want
+    r = CliRunner().invoke(adsub_cli.main, ["queue", "--state", state, "--start"])
+    header, *rows = r.output.splitlines()
+    assert header.split() == ["JOBID", "QUEUE", "NAME", "USER", "ST", "START_TIME", "NODES", "GPUS", "REASON"]
+    cells = {row.split()[0]: row.split()[5] for row in rows}
+    assert cells["3"] == "N/A" and cells["2"].count("T") == 1 and cells["2"][:4].isdigit()

@@ -98,6 +98,8 @@ def test_each_job_runs_as_its_owner_and_user_spoofing_changes_nothing(cluster, u
     r = adsub(alice, "queue", "--state", cluster, "-a", "--json")
     assert r.exit_code == 0, r.stderr
     assert {j["id"]: j["user"] for j in json.loads(r.stdout)}.items() >= {jobs[alice]: alice.name, jobs[bob]: bob.name}.items()
+    r = adsub(alice, "queue", "--state", cluster, "--start", "--json")  # the core's estimates, from the daemon
+    assert r.exit_code == 0 and all("estimated_start" in j for j in json.loads(r.stdout)), r.stderr
     # ... but not the other's output.
     bobs_out = os.path.join(cluster, "jobs", str(jobs[bob]), "rank-0.out")
     r = as_user(alice, lambda: open(bobs_out).read() and 0)

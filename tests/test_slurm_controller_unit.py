@@ -553,7 +553,7 @@ def test_a_user_without_the_store_sees_the_cores_reason_not_slurms_hold(slurm, s
     ctl.cycle()
     config = Store(state).config
     user = SlurmBackend(None, SlurmClient(slurm.run), public=(MINI8.read_text(), config))
-    admin = SlurmBackend(Store(state), SlurmClient(slurm.run))
+    admin = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=Clock())
     assert slurm.jobs[job]["state_reason"] == "JobHeldUser"
     for who, backend in (("user", user), ("admin", admin)):
         listed = {r.id: r.reason for r in backend.jobs()}
@@ -562,6 +562,63 @@ def test_a_user_without_the_store_sees_the_cores_reason_not_slurms_hold(slurm, s
         assert blocker in listed and listed[blocker] == "", who
     why = user.explain(job, 2000.0)
     assert (why.state, why.reason) == ("pending", {r.id: r.reason for r in admin.jobs()}[job])
+
+
+def test_estimated_starts_are_the_controllers_for_users_and_admins(slurm, state):
+    """`adsub queue --start` on Slurm: the reserved job's start as the controller's cycle expected it, from the
+    store (admin) or from the job's AdminComment (a user without the store); none for a job with no estimate."""
+    ctl = controller(state, slurm)
+    blocker = slurm.submit(nodes=8, partition="release", minutes=10)  # within its quota: nothing reclaims it
+    ctl.cycle()
+    slurm.tick(now=2000)
+    reserved = slurm.submit(nodes=2, partition="train")  # within train's quota: the core reserves for it
+    after = slurm.submit(nodes=2, partition="train")  # behind it: no reservation of its own (depth 1)
+    ctl.cycle()
+    config = Store(state).config
+    user = SlurmBackend(None, SlurmClient(slurm.run), public=(MINI8.read_text(), config))
+    admin = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=Clock())
+    for who, backend in (("user", user), ("admin", admin)):
+        starts = backend.estimated_starts(2000.0)
+        assert starts.get(reserved) == 2000 + 600 and blocker not in starts, (who, starts)
+        assert starts == {reserved: 2600}, (who, starts)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])  # Ctrl-C; SIGTERM (run_controller)
+def test_a_stopped_controller_says_so_on_the_held_jobs_and_the_next_one_takes_it_back(slurm, state, stop):
+    clock = Clock()
+    blocker = slurm.submit(nodes=8, partition="release", minutes=10)
+    controller(state, slurm, clock).cycle()
+    slurm.tick()
+    job = slurm.submit(nodes=2, partition="train")
+
+    def stopped(report):
+        raise stop
+
+    with pytest.raises(stop):
+        controller(state, slurm, clock).run(on_cycle=stopped)
+    user = SlurmBackend(None, SlurmClient(slurm.run), public=(MINI8.read_text(), Store(state).config))
+    admin = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=clock)
+    for who, backend in (("user", user), ("admin", admin)):
+        assert backend.job(job).reason.startswith("NoController: the adsched controller stopped at "), who
+        assert backend.estimated_starts(clock.t) == {}, who
+        assert backend.job(blocker).reason == "", who  # running: Slurm's own state
+    controller(state, slurm, clock).cycle()  # back: the core's reason and estimate again
+    for who, backend in (("user", user), ("admin", admin)):
+        assert backend.job(job).reason.startswith("Reservation") or backend.job(job).reason.startswith("Resources")
+        assert backend.estimated_starts(clock.t) == {job: 2600}, who
+
+
+@pytest.mark.parametrize("age, want_stale", [(10, False), (59, False), (61, True)])
+def test_an_admin_sees_when_the_controllers_last_cycle_is_too_old(slurm, state, age, want_stale):
+    clock = Clock()
+    slurm.submit(nodes=8, partition="release", minutes=10)
+    controller(state, slurm, clock).cycle()  # a cycle at t=2000, then no more (killed)
+    slurm.tick()
+    job = slurm.submit(nodes=2, partition="train")
+    controller(state, slurm, clock).cycle()
+    clock.t += age
+    reason = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=clock).job(job).reason
+    assert reason.startswith("NoController: the adsched controller's last cycle was at ") == want_stale, reason
 
 
 @pytest.mark.parametrize("name,rc,stderr,want_errors", [

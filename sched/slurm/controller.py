@@ -36,7 +36,9 @@ import fcntl
 import json
 import os
 import re
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -91,6 +93,8 @@ MISMATCH, COMMAND_FAILED = "mismatch", "command_failed"
 # Between cycles (Controller._wait): how often the store is checked for new events, and how soon the next
 # cycle comes while a job is completing and others wait (seconds).
 POLL, FOLLOW = 0.05, 0.25
+# A held job's reason while no controller runs (stopped, or no cycle for STALE seconds): nothing starts.
+NO_CONTROLLER, STALE = "NoController", 60.0
 
 
 class ControllerError(AdschedError):
@@ -382,6 +386,7 @@ class Controller:
         self.table = ControlTable(store)
         self.log = log or (lambda msg: None)
         self.all_nodes = [n.name for n in self.config.nodes]
+        self.interval = self.config.scheduler.cycle_interval  # run()'s, recorded in the heartbeat
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -786,7 +791,7 @@ class Controller:
             row = self.conn_meta("slurm_controller")
             costs = (row or {}).get("costs", [])[-99:] + [round(report.cost, 4)]
             decides = (row or {}).get("decides", [])[-99:] + [round(report.decide, 4)]
-            data = {"time": report.now, "pid": os.getpid(), "costs": costs, "decides": decides,
+            data = {"time": report.now, "pid": os.getpid(), "interval": self.interval, "costs": costs, "decides": decides,
                     "pending": report.pending, "running": report.running}
             self.store.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('slurm_controller', ?)",
                                     (json.dumps(data),))
@@ -799,18 +804,37 @@ class Controller:
 
     def run(self, once: bool = False, interval: float | None = None, max_seconds: float | None = None,
             on_cycle: Callable[[CycleReport], None] | None = None) -> None:
-        interval = self.config.scheduler.cycle_interval if interval is None else interval
+        interval = self.interval = self.config.scheduler.cycle_interval if interval is None else interval
         with _lock(self.store):
             report = CycleReport(self.clock())
             self.resume_starts(report.now, report)
             deadline = None if max_seconds is None else time.monotonic() + max_seconds
-            while True:
-                report = self.cycle()
-                if on_cycle:
-                    on_cycle(report)
-                if once or (deadline is not None and time.monotonic() >= deadline):
-                    return
-                self._wait(interval, report)
+            try:
+                while True:
+                    report = self.cycle()
+                    if on_cycle:
+                        on_cycle(report)
+                    if once or (deadline is not None and time.monotonic() >= deadline):
+                        return
+                    self._wait(interval, report)
+            except (KeyboardInterrupt, SystemExit):  # stopped (SIGINT, or SIGTERM via run_controller)
+                self.publish_stopped(self.clock())
+                raise
+
+    def publish_stopped(self, now: float) -> None:
+        """Say on every held job the core kept waiting that nothing starts while no controller runs: in its
+        AdminComment (what users read) and in the store (what `adsub queue` reads for an admin), so nobody reads
+        a reason or an estimated start that no longer holds. The next controller's first cycle puts the core's
+        reasons back (they differ from this one)."""
+        view, rows = self.read(), self.table.rows()
+        text = f"{NO_CONTROLLER}: the adsched controller stopped at {_clock(now)}; nothing starts until it runs again"
+        waiting = [j.id for j in view.jobs.values() if j.state == "PENDING" and (j.priority or 0) == 0
+                   and j.id in rows and rows[j.id].phase not in (STARTING, RELEASED, PREEMPTING)]
+        with self.store.transaction():
+            for job_id in waiting:
+                self.table.set_phase(job_id, rows[job_id].phase, rows[job_id].phase_time, reason=text,
+                                     est_start=None, est_nodes="")
+        self._publish({i: published.Published(text) for i in waiting}, view, now, CycleReport(now))
 
     def _wait(self, interval: float, report: CycleReport) -> None:
         """Sleep until the next cycle, cut short when a job ends (a job waiting for nodes should not also wait
@@ -845,12 +869,21 @@ def _lock(store: Store):
 # --- what the CLI and the Slurm backend read -----------------------------------------------------
 
 
-def pending_reasons(store: Store) -> dict[int, tuple[str, float | None]]:
-    """{job id: (the core's pending reason, estimated start or None)} as the controller last stored them."""
+def pending_reasons(store: Store, now: float | None = None) -> dict[int, tuple[str, float | None]]:
+    """{job id: (the core's pending reason, estimated start or None)} as the controller last stored them; if
+    its last cycle is more than STALE seconds (or 4 cycle intervals) old (killed, or hung), that instead, with
+    no estimate."""
     try:
         rows = store.conn.execute("SELECT job_id, reason, est_start FROM slurm_ctl WHERE reason != ''").fetchall()
     except Exception:  # noqa: BLE001 - no controller has run on this store yet
         return {}
+    row = store.conn.execute("SELECT value FROM meta WHERE key = 'slurm_controller'").fetchone()
+    beat = json.loads(row[0]) if row else {}
+    last = beat.get("time")
+    now = time.time() if now is None else now
+    if last is not None and now - last > max(STALE, 4 * (beat.get("interval") or 0)):
+        text = f"{NO_CONTROLLER}: the adsched controller's last cycle was at {_clock(last)}; nothing starts until it runs"
+        return {r[0]: (r[1] if r[1].startswith(NO_CONTROLLER) else text, None) for r in rows}
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -911,8 +944,14 @@ def open_controller(state_dir, release_timeout: float = 30.0, log=None) -> Contr
 
 def run_controller(state_dir, *, once=False, interval=None, release_timeout=30.0, max_seconds=None,
                    on_cycle=None, log=None) -> None:
-    open_controller(state_dir, release_timeout, log).run(once=once, interval=interval, max_seconds=max_seconds,
-                                                         on_cycle=on_cycle)
+    ctl = open_controller(state_dir, release_timeout, log)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (systemctl stop): stop as on Ctrl-C
+        signal.signal(signal.SIGTERM, _exit_on_term)
+    ctl.run(once=once, interval=interval, max_seconds=max_seconds, on_cycle=on_cycle)
+
+
+def _exit_on_term(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def controller_status(state_dir) -> dict:

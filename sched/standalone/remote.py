@@ -161,6 +161,9 @@ class RemoteStore:
     def explain(self, job_id: int, now: float | None = None) -> Record:
         return Record(self.call("explain", job_id=job_id))
 
+    def estimated_starts(self, now: float | None = None) -> dict[int, float]:
+        return {int(k): v for k, v in self.call("estimated_starts").items()}  # JSON keys are strings
+
     def checkpointed(self, job_id: int, now: float | None = None) -> None:
         self.call("checkpointed", job_id=job_id)
 

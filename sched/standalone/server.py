@@ -294,6 +294,11 @@ def _explain(store: Store, who: Identity, args: dict, now: float) -> dict:
     return _explanation(store.explain(_job_id(args), now))
 
 
+@operation("estimated_starts")
+def _estimated_starts(store: Store, who: Identity, args: dict, now: float) -> dict[str, float]:
+    return {str(k): v for k, v in store.estimated_starts(now).items()}
+
+
 @operation("checkpointed")
 def _checkpointed(store: Store, who: Identity, args: dict, now: float) -> None:
     job_id = _job_id(args)

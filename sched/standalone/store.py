@@ -663,6 +663,16 @@ class Store:
 
         return explain(self.snapshot(now), self.config, now, job_id=job_id)
 
+    def estimated_starts(self, now: float) -> dict[int, float]:
+        """{pending job id: when the core expects it to start}, for the jobs it would start now or holds a
+        reservation for (squeue --start); the others have no estimate. One core run on a snapshot: writes
+        nothing."""
+        from adsched.core.schedule import schedule
+
+        decisions = schedule(self.snapshot(now), self.config, now)
+        return {**{r.job_id: r.start_time for r in decisions.reservations},
+                **{s.job_id: now for s in decisions.starts}}
+
     def test_only(self, req: JobRequest, now: float) -> "Explanation":
         """What would happen if this request were submitted now (sbatch --test-only); writes nothing."""
         row = self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()

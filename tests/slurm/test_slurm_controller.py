@@ -167,6 +167,11 @@ def test_backfill_only_what_ends_before_the_reservation(slurm):
     assert r.rc == 0, r.stderr
     why = json.loads(r.stdout)
     assert why["estimated_start"] is not None and len(why["estimated_nodes"]) == 8
+    # squeue --start's view: the controller's own estimate, the same reservation (its start: the blocker's limit)
+    r = adsub(slurm, "queue", "--start", "--json")
+    assert r.rc == 0, r.stderr
+    starts = {j["id"]: j["estimated_start"] for j in json.loads(r.stdout)}
+    assert starts[long] is None and abs(starts[big] - why["estimated_start"]) < 2, (starts, why)
 
 
 def test_afterok_chain_runs_in_order_and_a_failed_parent_cancels(slurm):
