@@ -791,8 +791,8 @@ class Controller:
             row = self.conn_meta("slurm_controller")
             costs = (row or {}).get("costs", [])[-99:] + [round(report.cost, 4)]
             decides = (row or {}).get("decides", [])[-99:] + [round(report.decide, 4)]
-            data = {"time": report.now, "pid": os.getpid(), "interval": self.interval, "costs": costs, "decides": decides,
-                    "pending": report.pending, "running": report.running}
+            data = {"time": report.now, "pid": os.getpid(), "interval": self.interval, "costs": costs,
+                    "decides": decides, "pending": report.pending, "running": report.running}
             self.store.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('slurm_controller', ?)",
                                     (json.dumps(data),))
 
@@ -818,7 +818,10 @@ class Controller:
                         return
                     self._wait(interval, report)
             except (KeyboardInterrupt, SystemExit):  # stopped (SIGINT, or SIGTERM via run_controller)
-                self.publish_stopped(self.clock())
+                try:
+                    self.publish_stopped(self.clock())
+                except AdschedError as e:  # Slurm or the store unreachable (SlurmError too): stop all the same
+                    self.log(f"could not publish that the controller stopped: {e}")
                 raise
 
     def publish_stopped(self, now: float) -> None:
@@ -882,7 +885,8 @@ def pending_reasons(store: Store, now: float | None = None) -> dict[int, tuple[s
     last = beat.get("time")
     now = time.time() if now is None else now
     if last is not None and now - last > max(STALE, 4 * (beat.get("interval") or 0)):
-        text = f"{NO_CONTROLLER}: the adsched controller's last cycle was at {_clock(last)}; nothing starts until it runs"
+        text = f"{NO_CONTROLLER}: the adsched controller's last cycle was at {_clock(last)}; nothing starts until " \
+               "it runs"
         return {r[0]: (r[1] if r[1].startswith(NO_CONTROLLER) else text, None) for r in rows}
     return {r[0]: (r[1], r[2]) for r in rows}
 

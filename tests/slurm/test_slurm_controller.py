@@ -299,3 +299,25 @@ def test_afterok_on_a_whole_array_waits_for_every_task_and_a_failed_task_cancels
         f"DependencyNeverSatisfied: job {failed[1].id} FAILED"
     assert [e for e in Store(slurm.store_dir).events() if e["kind"] in ("mismatch", "release_timeout")
             and e["job_id"] in (after_good, after_failing)] == []
+
+
+def test_a_controller_stopped_by_sigterm_says_so_and_the_next_one_takes_it_back(slurm):
+    blocker = sbatch(slurm, "-p", "release", "-N8", "--gres=gpu:8", "-t", "3", "--wrap", "sleep 300")
+    running(slurm, blocker)
+    job = sbatch(slurm, "-p", "train", "-N2", "--gres=gpu:8", "-t", "1", "--wrap", "true")
+
+    def reasons(user="root"):  # as root: from the store; as tester: from the job's AdminComment in Slurm
+        r = slurm.exec(["adsub", "queue", "--state", STATE, "--json"], timeout=30, user=user)
+        assert r.rc == 0, r.stderr
+        return {j["id"]: j["reason"] for j in json.loads(r.stdout)}
+
+    first = until(lambda: (r := reasons("tester").get(job, "")).startswith("Resources: ") and r, timeout=30,
+                  what="the core's reason")
+    slurm.signal_controller(slurm.controller_pid, "TERM")
+    try:
+        for user in ("root", "tester"):
+            assert reasons(user)[job].startswith("NoController: the adsched controller stopped at "), user
+        assert client(slurm).job(job).priority == 0  # still held: nothing starts without a controller
+    finally:
+        slurm.controller_pid = slurm.start_controller("--interval", "0.5")
+    until(lambda: reasons("tester")[job] == reasons()[job] == first, timeout=30, what="the core's reason back")
