@@ -49,7 +49,7 @@ def open_backend(state_dir: str | Path, runner: "Runner | None" = None) -> Backe
         # Slurm mode: no daemon, and none needed. Slurm runs our commands as us and decides what we may do.
         from adsched.slurm.client import SlurmClient, local_runner
 
-        return SlurmBackend(None, SlurmClient(runner or local_runner), public=public)
+        return SlurmBackend(None, SlurmClient(runner or local_runner), public=public, state_dir=state_dir)
     store = Store(state_dir)
     if store.config.backend == "slurm":
         from adsched.slurm.client import SlurmClient, local_runner
@@ -69,11 +69,13 @@ _ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPE
 
 class SlurmBackend:
     def __init__(self, store: Store | None, client: SlurmClient, public: tuple[str, object] | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, state_dir: str | Path | None = None):
         """`store`: the cluster config, and the events the hooks and the controller write. None for a user who
         may not read it: then `public` (publicconfig.read_public_config) gives the config, and what the store
-        would add (the hooks' events) is left out; the controller's pending reasons come from Slurm."""
+        would add (the hooks' events) is left out; the controller's pending reasons come from Slurm, and
+        whether it still runs from its public heartbeat in `state_dir`."""
         self.store = store
+        self.state_dir = state_dir
         self.public_toml, self.config = public if store is None else (None, store.config)
         self.client = client
         self.clock = clock  # to tell whether the controller's last cycle is recent
@@ -99,9 +101,11 @@ class SlurmBackend:
         """The controller's pending reasons (controller mode; empty otherwise): from the store, or, for a user
         who cannot read it, as the controller published them in Slurm (the jobs' AdminComment)."""
         if self.store is None:
-            from adsched.slurm.published import reasons
+            from adsched.publicconfig import read_beat
+            from adsched.slurm.published import reasons, without_controller
 
-            return reasons(jobs)
+            last, interval = (self.state_dir is not None and read_beat(self.state_dir)) or (None, 0.0)
+            return without_controller(reasons(jobs), last, interval, self.clock())
         from adsched.slurm.controller import pending_reasons
 
         return pending_reasons(self.store, self.clock())

@@ -609,16 +609,21 @@ def test_a_stopped_controller_says_so_on_the_held_jobs_and_the_next_one_takes_it
 
 
 @pytest.mark.parametrize("age, want_stale", [(10, False), (59, False), (61, True)])
-def test_an_admin_sees_when_the_controllers_last_cycle_is_too_old(slurm, state, age, want_stale):
+def test_everyone_sees_when_the_controllers_last_cycle_is_too_old(slurm, state, age, want_stale):
     clock = Clock()
     slurm.submit(nodes=8, partition="release", minutes=10)
-    controller(state, slurm, clock).cycle()  # a cycle at t=2000, then no more (killed)
+    controller(state, slurm, clock).cycle()
     slurm.tick()
     job = slurm.submit(nodes=2, partition="train")
-    controller(state, slurm, clock).cycle()
+    controller(state, slurm, clock).cycle()  # the last cycle, at t=2000 (then killed)
     clock.t += age
-    reason = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=clock).job(job).reason
-    assert reason.startswith("NoController: the adsched controller's last cycle was at ") == want_stale, reason
+    admin = SlurmBackend(Store(state), SlurmClient(slurm.run), clock=clock)  # its heartbeat in the store
+    user = SlurmBackend(None, SlurmClient(slurm.run), public=(MINI8.read_text(), Store(state).config), clock=clock,
+                        state_dir=state)  # the public heartbeat file, and the reason in the job's AdminComment
+    for who, backend in (("admin", admin), ("user", user)):
+        reason = backend.job(job).reason
+        assert reason.startswith("NoController: the adsched controller's last cycle was at ") == want_stale, who
+        assert (backend.estimated_starts(clock.t) == {}) == want_stale, who
 
 
 @pytest.mark.parametrize("name,rc,stderr,want_errors", [
@@ -640,3 +645,23 @@ def test_publishing_reports_only_real_failures(name, rc, stderr, want_errors):
     assert SlurmClient(runner).set_admin_comments({1: "adsched: a", 999: "adsched: b"}) == want_errors, name
     assert seen == [(["scontrol"], 'update JobId=1 AdminComment="adsched: a"\n'
                                    'update JobId=999 AdminComment="adsched: b"\n')]
+
+
+@pytest.mark.parametrize("change, want", [
+    (None, (2000.0, 0.5)),
+    ("garbage", None),
+    ("another owner", None),  # a heartbeat the store's owner did not write speaks for nobody
+])
+def test_the_public_heartbeat_is_read_only_from_the_store_owner(state, change, want):
+    import os
+
+    from adsched.publicconfig import CONTROLLER_BEAT, publish_beat, read_beat
+
+    publish_beat(state, 2000.0, 0.5)
+    path = os.path.join(state, CONTROLLER_BEAT)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # every user may read it
+    if change == "garbage":
+        Path(path).write_text("not a heartbeat\n")
+    elif change == "another owner":
+        os.chown(path, 65534, 65534)
+    assert read_beat(state) == want

@@ -50,6 +50,7 @@ from adsched.core.model import Decisions, Job, NodeAlloc, RunningJob, Snapshot
 from adsched.core.schedule import schedule
 from adsched.errors import AdschedError, InvalidRequest, NotFound
 from adsched.jobspec import parse_array
+from adsched.publicconfig import publish_beat
 from adsched.standalone.store import Store
 
 from . import published
@@ -93,8 +94,6 @@ MISMATCH, COMMAND_FAILED = "mismatch", "command_failed"
 # Between cycles (Controller._wait): how often the store is checked for new events, and how soon the next
 # cycle comes while a job is completing and others wait (seconds).
 POLL, FOLLOW = 0.05, 0.25
-# A held job's reason while no controller runs (stopped, or no cycle for STALE seconds): nothing starts.
-NO_CONTROLLER, STALE = "NoController", 60.0
 
 
 class ControllerError(AdschedError):
@@ -195,7 +194,7 @@ class ControlTable:
 
 
 def _clock(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+    return published.when(t)
 
 
 def _max_leaves(comment: str) -> int | None:
@@ -795,6 +794,10 @@ class Controller:
                     "decides": decides, "pending": report.pending, "running": report.running}
             self.store.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('slurm_controller', ?)",
                                     (json.dumps(data),))
+        try:  # the same, for users who cannot read the store
+            publish_beat(self.store.state_dir, report.now, self.interval)
+        except OSError as e:
+            self.log(f"could not write the public heartbeat: {e}")
 
     def conn_meta(self, key: str) -> dict | None:
         row = self.store.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -830,7 +833,7 @@ class Controller:
         a reason or an estimated start that no longer holds. The next controller's first cycle puts the core's
         reasons back (they differ from this one)."""
         view, rows = self.read(), self.table.rows()
-        text = f"{NO_CONTROLLER}: the adsched controller stopped at {_clock(now)}; nothing starts until it runs again"
+        text = published.stopped(_clock(now))
         waiting = [j.id for j in view.jobs.values() if j.state == "PENDING" and (j.priority or 0) == 0
                    and j.id in rows and rows[j.id].phase not in (STARTING, RELEASED, PREEMPTING)]
         with self.store.transaction():
@@ -873,22 +876,16 @@ def _lock(store: Store):
 
 
 def pending_reasons(store: Store, now: float | None = None) -> dict[int, tuple[str, float | None]]:
-    """{job id: (the core's pending reason, estimated start or None)} as the controller last stored them; if
-    its last cycle is more than STALE seconds (or 4 cycle intervals) old (killed, or hung), that instead, with
-    no estimate."""
+    """{job id: (the core's pending reason, estimated start or None)} as the controller last stored them, or
+    NoController if its last cycle is too old (published.without_controller)."""
     try:
         rows = store.conn.execute("SELECT job_id, reason, est_start FROM slurm_ctl WHERE reason != ''").fetchall()
     except Exception:  # noqa: BLE001 - no controller has run on this store yet
         return {}
     row = store.conn.execute("SELECT value FROM meta WHERE key = 'slurm_controller'").fetchone()
     beat = json.loads(row[0]) if row else {}
-    last = beat.get("time")
-    now = time.time() if now is None else now
-    if last is not None and now - last > max(STALE, 4 * (beat.get("interval") or 0)):
-        text = f"{NO_CONTROLLER}: the adsched controller's last cycle was at {_clock(last)}; nothing starts until " \
-               "it runs"
-        return {r[0]: (r[1] if r[1].startswith(NO_CONTROLLER) else text, None) for r in rows}
-    return {r[0]: (r[1], r[2]) for r in rows}
+    return published.without_controller({r[0]: (r[1], r[2]) for r in rows}, beat.get("time"),
+                                        beat.get("interval") or 0, time.time() if now is None else now)
 
 
 def status(store: Store, now: float, events: int = 20) -> dict:

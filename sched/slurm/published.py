@@ -18,6 +18,7 @@ jobs show it: once the controller releases a job, Slurm's own reason is the true
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from adsched.core.hostlist import HostlistError, compress, expand
@@ -26,6 +27,10 @@ PREFIX = "adsched"
 EST_SLACK = 60.0  # seconds: a smaller move of the estimated start is not worth a Slurm update
 MAX_TEXT = 400  # characters of reason text kept
 MAX_UPDATES = 500  # updates sent in one cycle; the rest follow in the next ones
+
+# A held job's reason while no controller runs: stopped (it says so on the way out), or no cycle for STALE
+# seconds or 4 of its intervals (killed, or hung): nothing starts then.
+NO_CONTROLLER, STALE = "NoController", 60.0
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS slurm_published (job_id INTEGER PRIMARY KEY, text TEXT NOT NULL," \
          " time REAL NOT NULL)"
@@ -105,3 +110,23 @@ def reasons(jobs) -> dict[int, tuple[str, float | None]]:
         if p is not None:
             out[j.id] = (p.reason, p.est_start)
     return out
+
+
+def stopped(at: str) -> str:
+    """The reason a stopping controller publishes on the held jobs it kept waiting."""
+    return f"{NO_CONTROLLER}: the adsched controller stopped at {at}; nothing starts until it runs again"
+
+
+def when(t: float) -> str:
+    """A time as reasons show it (local, to the second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+
+
+def without_controller(found: dict[int, tuple[str, float | None]], last: float | None, interval: float,
+                       now: float) -> dict[int, tuple[str, float | None]]:
+    """`found` ({job id: (reason, estimated start)}), or, when the controller's last cycle (`last`) is too
+    old, NoController for each with no estimate: what it said before it stopped no longer holds."""
+    if last is None or now - last <= max(STALE, 4 * interval):
+        return found
+    text = f"{NO_CONTROLLER}: the adsched controller's last cycle was at {when(last)}; nothing starts until it runs"
+    return {i: (r if r.startswith(NO_CONTROLLER) else text, None) for i, (r, _) in found.items()}

@@ -313,6 +313,8 @@ def test_a_controller_stopped_by_sigterm_says_so_and_the_next_one_takes_it_back(
 
     first = until(lambda: (r := reasons("tester").get(job, "")).startswith("Resources: ") and r, timeout=30,
                   what="the core's reason")
+    beat = slurm.exec(["cat", f"{STATE}/controller.beat"], timeout=30, user="tester")  # its public heartbeat
+    assert beat.rc == 0 and len(beat.stdout.split()) == 2, beat.stderr
     slurm.signal_controller(slurm.controller_pid, "TERM")
     try:
         for user in ("root", "tester"):
