@@ -111,6 +111,12 @@ class SlurmJob:
     required_nodes: list[str] = field(default_factory=list)
     raw: dict = field(repr=False, default_factory=dict)
 
+    @property
+    def task(self) -> tuple[int, int] | None:
+        """(array id, index) when this record is one task of an array with a record of its own, else None."""
+        array_id, index = self.raw.get("array_job_id"), self.raw.get("array_task_id")
+        return (array_id, index) if isinstance(array_id, int) and array_id > 0 and isinstance(index, int) else None
+
     @classmethod
     def from_json(cls, j: dict) -> "SlurmJob":
         try:

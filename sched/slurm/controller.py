@@ -193,10 +193,6 @@ class ControlTable:
         self.store._event(job_id, kind, data, now)
 
 
-def _clock(t: float) -> str:
-    return published.when(t)
-
-
 def _max_leaves(comment: str) -> int | None:
     m = re.search(r"max_leaves=(\d+)", comment or "")
     return int(m.group(1)) if m else None
@@ -274,9 +270,8 @@ class SlurmView:
         for (array_id, index), job_id in (ended_tasks or {}).items():
             self.arrays.setdefault(array_id, {})[index] = job_id
         for j in jobs:
-            array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
-            if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
-                self.arrays.setdefault(array_id, {})[index] = j.id
+            if j.task:
+                self.arrays.setdefault(j.task[0], {})[j.task[1]] = j.id
             for index in _unsplit_tasks(j):
                 self.tasks[task_id(j.id, index)] = (j, index)
                 self.arrays.setdefault(j.id, {})[index] = task_id(j.id, index)
@@ -329,10 +324,7 @@ def _ref(j: SlurmJob) -> int | str:
     """How commands name a job: "A_I" for a task of array A (scontrol 22.05 refuses a node-count or node-list
     update by the bare id once the array has more than one record: "Job resizing not supported for job
     arrays"), else its id."""
-    array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
-    if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
-        return f"{array_id}_{index}"
-    return j.id
+    return f"{j.task[0]}_{j.task[1]}" if j.task else j.id
 
 
 def _unsplit_tasks(j: SlurmJob) -> list[int]:
@@ -408,7 +400,7 @@ class Controller:
                                 placements[j.id], borrowing=bool(row and row.borrowing))
                      for j, _, row in running)
         # Every pending job goes to the core, those with a begin time too (the core's BeginTime gate decides).
-        pending = tuple(replace(job, begin_time=b, begin_cause=f"not eligible before {_clock(b)} (Slurm's BeginTime)")
+        pending = tuple(replace(job, begin_time=b, begin_cause=f"not eligible before {published.when(b)} (Slurm's BeginTime)")
                         if (b := self._begin_time(j, rows)) is not None else job
                         for j in pending_jobs for job in view.core_jobs(j))
         finished = dict(self.table.final())
@@ -550,10 +542,9 @@ class Controller:
                         self.table.conn.execute(
                             "INSERT OR IGNORE INTO slurm_final(job_id, state, exit_code, end_time, restarts)"
                             " VALUES (?,?,?,?,?)", (j.id, j.state, j.exit_code, j.end_time or now, j.restart_count))
-                        array_id, index = j.raw.get("array_job_id"), j.raw.get("array_task_id")
-                        if isinstance(array_id, int) and array_id > 0 and isinstance(index, int):
+                        if j.task:
                             self.table.conn.execute("INSERT OR IGNORE INTO slurm_task(job_id, array_id, task_index)"
-                                                    " VALUES (?,?,?)", (j.id, array_id, index))
+                                                    " VALUES (?,?,?)", (j.id, *j.task))
                         self.table.set_phase(j.id, DONE, now, reason="")
                         report.ended[j.id] = j.state
                     continue
@@ -833,7 +824,7 @@ class Controller:
         a reason or an estimated start that no longer holds. The next controller's first cycle puts the core's
         reasons back (they differ from this one)."""
         view, rows = self.read(), self.table.rows()
-        text = published.stopped(_clock(now))
+        text = published.stopped(published.when(now))
         waiting = [j.id for j in view.jobs.values() if j.state == "PENDING" and (j.priority or 0) == 0
                    and j.id in rows and rows[j.id].phase not in (STARTING, RELEASED, PREEMPTING)]
         with self.store.transaction():
